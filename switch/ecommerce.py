@@ -1,0 +1,85 @@
+"""E-commerce data (CVV2, ECI, CAVV) as tag-length-value inside one field.
+
+Each dialect says where it carries these (``specs.Ecommerce``): the acquirer
+puts them in F48 as ``C2``/``EC``/``AV`` with 3-digit lengths, Visa in F126
+with 2-digit tags and lengths, MasterCard in DE 48 subelements 92/42/43.
+These pure functions read and write them by *role* so translation between
+dialects is ``write(issuer_spec, read(acquirer_spec, msg))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from specs import Ecommerce, Spec
+from switch.errors import CodecError
+
+__all__ = ["ROLES", "parse_tlv", "build_tlv", "read", "write", "strip"]
+
+ROLES = ("cvv2", "eci", "cavv")
+
+
+def parse_tlv(data: str, tag_length: int, length_digits: int) -> list[tuple[str, str]]:
+    """Split ``data`` into (tag, value) pairs; CodecError on a truncated element."""
+    out: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(data):
+        tag = data[pos : pos + tag_length]
+        raw_len = data[pos + tag_length : pos + tag_length + length_digits]
+        if len(tag) < tag_length or len(raw_len) < length_digits or not raw_len.isdigit():
+            raise CodecError(f"TLV element at offset {pos} has no valid tag/length")
+        start = pos + tag_length + length_digits
+        end = start + int(raw_len)
+        if end > len(data):
+            raise CodecError(f"TLV element {tag!r} at offset {pos} runs past the field's end")
+        out.append((tag, data[start:end]))
+        pos = end
+    return out
+
+
+def build_tlv(items: list[tuple[str, str]], length_digits: int) -> str:
+    return "".join(f"{tag}{len(value):0{length_digits}d}{value}" for tag, value in items)
+
+
+def read(spec: Spec, message: Mapping[str, str]) -> dict[str, str]:
+    """The e-commerce values (by role) the message carries in ``spec``'s field."""
+    eco = spec.ecommerce
+    if eco is None or not message.get(eco.field):
+        return {}
+    by_tag = {tag: role for role, tag in eco.tags.items()}
+    try:
+        items = parse_tlv(message[eco.field], eco.tag_length, eco.length_digits)
+    except CodecError as exc:
+        raise CodecError(f"field {eco.field}: {exc}", field=eco.field) from None
+    return {by_tag[tag]: value for tag, value in items if tag in by_tag}
+
+
+def _others(eco: Ecommerce, message: Mapping[str, str]) -> list[tuple[str, str]]:
+    data = message.get(eco.field)
+    if not data:
+        return []
+    ours = set(eco.tags.values())
+    return [(t, v) for t, v in parse_tlv(data, eco.tag_length, eco.length_digits) if t not in ours]
+
+
+def write(spec: Spec, message: dict[str, str], values: Mapping[str, str]) -> None:
+    """Put ``values`` (by role) into ``message`` in ``spec``'s place, keeping other tags."""
+    eco = spec.ecommerce
+    if eco is None or not values:
+        return
+    items = _others(eco, message)
+    items += [(eco.tags[role], values[role]) for role in ROLES if values.get(role)]
+    if items:
+        message[eco.field] = build_tlv(items, eco.length_digits)
+
+
+def strip(spec: Spec, message: dict[str, str]) -> None:
+    """Remove the e-commerce tags (after reading them) and drop the field if empty."""
+    eco = spec.ecommerce
+    if eco is None or not message.get(eco.field):
+        return
+    items = _others(eco, message)
+    if items:
+        message[eco.field] = build_tlv(items, eco.length_digits)
+    else:
+        del message[eco.field]

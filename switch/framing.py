@@ -1,0 +1,136 @@
+"""Length-prefixed framing, sans I/O: bytes in, whole frames out.
+
+A :class:`FrameDecoder` owns the bytes of one stream that have not yet made a
+whole frame. ``feed(data)`` appends and returns every frame now complete, in
+order; the same frames come out however the stream is chunked. A frame is the
+message bytes *after* the length prefix and the optional fixed header (e.g. a
+5-byte TPDU); the header of the last frame is kept in ``last_header`` so a
+shell can echo it back.
+
+Framings (``kind``):
+    2b    2-byte binary big-endian length (the default)
+    4a    4 ASCII digits
+    2bcd  2 bytes packed BCD (0000-9999)
+    4b    4-byte binary big-endian length
+
+The length counts the header plus the message. A zero length is a keep-alive
+and yields nothing. A length over ``max_frame`` raises :class:`FramingError`:
+the stream cannot be re-synchronised, so the shell closes that connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from switch.errors import FramingError
+
+__all__ = ["DEFAULT_MAX_FRAME", "FRAMINGS", "FrameDecoder", "Framing", "encode_frame"]
+
+DEFAULT_MAX_FRAME = 8192
+FRAMINGS = ("2b", "4a", "2bcd", "4b")
+_PREFIX_SIZE = {"2b": 2, "4a": 4, "2bcd": 2, "4b": 4}
+_LIMIT = {"2b": 0xFFFF, "4a": 9999, "2bcd": 9999, "4b": 0xFFFFFFFF}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Framing:
+    """How one stream frames its messages."""
+
+    kind: str = "2b"
+    header: bytes = b""
+    max_frame: int = DEFAULT_MAX_FRAME
+
+    def __post_init__(self) -> None:
+        if self.kind not in _PREFIX_SIZE:
+            raise ValueError(f"unknown framing {self.kind!r}; expected one of {', '.join(FRAMINGS)}")
+
+    @property
+    def prefix_size(self) -> int:
+        return _PREFIX_SIZE[self.kind]
+
+
+def _decode_length(kind: str, prefix: bytes) -> int:
+    if kind in ("2b", "4b"):
+        return int.from_bytes(prefix, "big")
+    if kind == "4a":
+        if not prefix.isdigit():
+            raise FramingError(f"length prefix {prefix!r} is not 4 ASCII digits")
+        return int(prefix)
+    text = prefix.hex()
+    if not text.isdigit():
+        raise FramingError(f"length prefix 0x{text} is not packed BCD")
+    return int(text)
+
+
+def _encode_length(kind: str, length: int) -> bytes:
+    if length > _LIMIT[kind]:
+        raise FramingError(f"frame of {length} bytes does not fit a {kind} length prefix")
+    if kind == "2b":
+        return length.to_bytes(2, "big")
+    if kind == "4b":
+        return length.to_bytes(4, "big")
+    if kind == "4a":
+        return b"%04d" % length
+    return bytes.fromhex(f"{length:04d}")
+
+
+def encode_frame(message: bytes, framing: Framing | None = None, header: bytes | None = None) -> bytes:
+    """Prefix ``message`` (and the framing's header, or ``header``) with its length."""
+    framing = framing or _DEFAULT
+    head = framing.header if header is None else header
+    size = len(head) + len(message)
+    if size > framing.max_frame:
+        raise FramingError(f"frame of {size} bytes exceeds the maximum of {framing.max_frame}")
+    return _encode_length(framing.kind, size) + head + message
+
+
+_DEFAULT = Framing()
+
+
+class FrameDecoder:
+    """Accumulates stream bytes and returns the whole frames they contain."""
+
+    __slots__ = ("_buffer", "framing", "last_header")
+
+    def __init__(self, framing: Framing | None = None) -> None:
+        self.framing = framing or _DEFAULT
+        self._buffer = bytearray()
+        self.last_header = b""
+
+    @property
+    def pending(self) -> int:
+        """Bytes held that do not yet make a whole frame."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if data:
+            self._buffer += data
+        frames: list[bytes] = []
+        buf = self._buffer
+        prefix = self.framing.prefix_size
+        header = len(self.framing.header)
+        start = 0
+        while len(buf) - start >= prefix:
+            length = _decode_length(self.framing.kind, bytes(buf[start : start + prefix]))
+            if length > self.framing.max_frame:
+                head = bytes(buf[start : start + prefix + 16])
+                raise FramingError(
+                    f"frame length {length} exceeds the maximum of {self.framing.max_frame} "
+                    f"(arrived: {head.hex()}...)"
+                )
+            if length == 0:  # keep-alive
+                start += prefix
+                continue
+            if length < header:
+                raise FramingError(f"frame length {length} is shorter than the {header}-byte header")
+            end = start + prefix + length
+            if len(buf) < end:
+                break
+            body = start + prefix
+            if header:
+                self.last_header = bytes(buf[body : body + header])
+            frames.append(bytes(buf[body + header : end]))
+            start = end
+        if start:
+            del buf[:start]
+        return frames
