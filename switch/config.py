@@ -74,6 +74,8 @@ class ListenerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    pin_key: str | None = None  # key-store name of this acquirer's zone PIN key
+    mac_key: str | None = None  # key-store name of the MAC key; None = no MAC
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +95,8 @@ class IssuerConfig:
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    pin_key: str | None = None  # key-store name of the issuer zone PIN key
+    mac_key: str | None = None  # key-store name of the MAC key; None = no MAC
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -313,6 +317,8 @@ def _listener(t: _Table, spec_dirs: tuple[Path, ...], index: int) -> ListenerCon
         tls_cert=t.get("tls_cert", None, path),
         tls_key=t.get("tls_key", None, path),
         tls_client_ca=t.get("tls_client_ca", None, path),
+        pin_key=t.get("pin_key", None, _str),
+        mac_key=t.get("mac_key", None, _str),
     )
     if (c.tls_cert is None) != (c.tls_key is None):
         raise ConfigError(f"{t.key('tls_cert')}: tls_cert and tls_key go together")
@@ -350,6 +356,8 @@ def _issuer(t: _Table, name: str, spec_dirs: tuple[Path, ...]) -> IssuerConfig:
         tls_ca=t.get("tls_ca", None, path),
         tls_cert=t.get("tls_cert", None, path),
         tls_key=t.get("tls_key", None, path),
+        pin_key=t.get("pin_key", None, _str),
+        mac_key=t.get("mac_key", None, _str),
     )
     t.done()
     return c
