@@ -106,7 +106,15 @@ class LinkError(SwitchError):
 
 
 class LinkDown(LinkError):
-    """The issuer link is not connected."""
+    """The issuer link is not connected.
+
+    ``sent`` tells whether the request's bytes may have reached the issuer
+    (the connection died while waiting): then it must be reversed.
+    """
+
+    def __init__(self, message: str, *, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class IssuerTimeout(LinkError):
