@@ -17,7 +17,7 @@ import click
 from switch.config import Config, load_config
 from switch.errors import ConfigError
 
-__all__ = ["UsageError", "config_option", "echo_json", "json_option", "load", "DEFAULT_CONFIG"]
+__all__ = ["DEFAULT_CONFIG", "UsageError", "config_option", "echo_json", "json_option", "load"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_CONFIG = "switch.toml"

@@ -198,7 +198,7 @@ def _bool(key: str, value: Any) -> bool:
 def _int_range(lo: int, hi: int) -> Callable[[str, Any], int]:
     def check(key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise ConfigError(f"{key}: expected an integer {lo}–{hi}, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer {lo}-{hi}, got {value!r}")
         return value
 
     return check
@@ -215,7 +215,7 @@ def _positive(key: str, value: Any) -> float:
 
 def _fraction(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ConfigError(f"{key}: expected a fraction 0–1, got {value!r}")
+        raise ConfigError(f"{key}: expected a fraction 0-1, got {value!r}")
     return float(value)
 
 
@@ -283,7 +283,7 @@ def _settings(t: _Table) -> SwitchSettings:
     def institution(key: str, value: Any) -> str:
         text = _str(key, value)
         if not text.isdigit() or not 1 <= len(text) <= 11:
-            raise ConfigError(f"{key}: expected 1–11 digits (field 32), got {value!r}")
+            raise ConfigError(f"{key}: expected 1-11 digits (field 32), got {value!r}")
         return text
 
     s = SwitchSettings(

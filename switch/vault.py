@@ -63,7 +63,9 @@ class Vault:
         try:
             token_key, data_key = (bytes.fromhex(line) for line in lines[:2])
         except ValueError:
-            raise ConfigError(f"{path}: expected two lines of 64 hex digits (token and data keys)") from None
+            raise ConfigError(
+                f"{path}: expected two lines of 64 hex digits (token and data keys)"
+            ) from None
         if len(lines) < 2 or len(token_key) != 32 or len(data_key) != 32:
             raise ConfigError(f"{path}: expected two lines of 64 hex digits (token and data keys)")
         return cls(token_key, data_key)

@@ -1,0 +1,158 @@
+"""An acquirer-side client: what a shop's gateway does, as a library.
+
+``AcquirerClient`` keeps one connection to the switch, sends requests in the
+acquirer dialect and matches answers back by (F41, F11) — many in flight at
+once, answers in any order. Used by ``switch send``, ``switch replay``,
+``switch demo``, the tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import trio
+
+import specs
+from switch import codec
+from switch.framing import FrameDecoder, Framing, encode_frame
+from switch.translate import transmission_time
+
+__all__ = ["AcquirerClient", "Exchange", "build_request"]
+
+
+@dataclass(slots=True)
+class Exchange:
+    request: dict[str, str]
+    answer: dict[str, str] | None = None
+    latency: float | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+_stan_counter = itertools.count(secrets.randbelow(500_000) + 1)
+
+
+def next_stan() -> str:
+    return f"{next(_stan_counter) % 1_000_000 or 1:06d}"
+
+
+def build_request(
+    *,
+    mti: str = "0100",
+    pan: str,
+    amount: int,
+    currency: str = "933",
+    processing_code: str = "000000",
+    terminal: str = "TERM0001",
+    merchant: str = "SHOP00000000001",
+    expiry: str | None = "3012",
+    cvv2: str | None = None,
+    eci: str | None = None,
+    cavv: str | None = None,
+    ecommerce: bool = False,
+    stan: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """An acquirer-dialect request from friendly values (amount in minor units)."""
+    now = dt.datetime.now(dt.UTC)
+    msg = {
+        "t": mti,
+        "2": pan,
+        "3": processing_code,
+        "4": f"{amount:012d}",
+        "7": transmission_time(now),
+        "11": stan or next_stan(),
+        "12": now.strftime("%H%M%S"),
+        "13": now.strftime("%m%d"),
+        "22": "812" if ecommerce else "051",
+        "41": terminal,
+        "42": merchant,
+        "49": currency,
+    }
+    if ecommerce:
+        msg["25"] = "59"
+    if expiry:
+        msg["14"] = expiry
+    tlv = ""
+    for tag, value in (("C2", cvv2), ("EC", eci), ("AV", cavv)):
+        if value:
+            tlv += f"{tag}{len(value):03d}{value}"
+    if tlv:
+        msg["48"] = tlv
+    msg.update(extra or {})
+    return msg
+
+
+class AcquirerClient:
+    """One connection to the switch's acquirer listener."""
+
+    def __init__(self, stream: trio.abc.Stream, spec: specs.Spec, framing: Framing) -> None:
+        self.stream = stream
+        self.spec = spec
+        self.framing = framing
+        self._decoder = FrameDecoder(framing)
+        self._waiting: dict[tuple[str, str], Exchange] = {}
+        self._send_lock = trio.Lock()
+        self.unmatched: list[dict[str, str]] = []
+        self.closed = trio.Event()
+
+    @classmethod
+    async def connect(
+        cls, host: str, port: int, *, spec: str = "iso87ascii", framing: str = "2b"
+    ) -> AcquirerClient:
+        stream = await trio.open_tcp_stream(host, port)
+        return cls(stream, specs.load(spec), Framing(kind=framing))
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Read answers until the connection closes; run it in a nursery."""
+        task_status.started()
+        try:
+            while True:
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    break
+                for frame in self._decoder.feed(bytes(data)):
+                    answer = codec.decode(frame, self.spec)
+                    key = (answer.get("41", ""), answer.get("11", ""))
+                    ex = self._waiting.pop(key, None)
+                    if ex is None:
+                        self.unmatched.append(answer)
+                        continue
+                    ex.answer = answer
+                    ex.latency = trio.current_time() - (ex.latency or 0.0)
+                    ex.done.set()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self.closed.set()
+            for ex in self._waiting.values():
+                ex.done.set()
+
+    async def send_raw(self, data: bytes) -> None:
+        async with self._send_lock:
+            await self.stream.send_all(data)
+
+    async def submit(self, request: dict[str, str]) -> Exchange:
+        """Send ``request``; the returned Exchange's ``done`` fires on its answer."""
+        ex = Exchange(request=request, latency=trio.current_time())
+        self._waiting[(request.get("41", ""), request.get("11", ""))] = ex
+        frame = encode_frame(codec.encode(request, self.spec), self.framing)
+        await self.send_raw(frame)
+        return ex
+
+    async def request(
+        self, request: dict[str, str], timeout: float = 10.0
+    ) -> dict[str, str] | None:
+        """Send and wait for the answer (None on timeout or closed connection)."""
+        ex = await self.submit(request)
+        with trio.move_on_after(timeout):
+            await ex.done.wait()
+        if ex.answer is None:
+            self._waiting.pop((request.get("41", ""), request.get("11", "")), None)
+        return ex.answer
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()

@@ -1,0 +1,379 @@
+"""Trio shell: the outbound link to one issuer network.
+
+Owns the TCP connection(s) to the issuer's endpoints, the link's STAN space
+and in-flight table (switch.matching), sign-on and echo (0800), and the
+reconnect loop with exponential backoff. It knows nothing of journals or
+acquirers: ``exchange(message)`` sends one request and returns the answer,
+or raises LinkDown / IssuerTimeout; late and unmatched answers are handed to
+callbacks the server supplies.
+
+Invariants:
+- a request is in the in-flight table before its bytes leave, so an answer
+  can never arrive "before" its request;
+- each connection has exactly one sender at a time (coalescing outbox);
+- a dead connection fails its own in-flight requests with LinkDown(sent=True)
+  (they may have reached the issuer: the caller reverses them), never others'.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+import specs
+from switch import codec
+from switch.config import Endpoint, IssuerConfig
+from switch.errors import CodecError, FramingError, IssuerTimeout, LinkDown
+from switch.framing import FrameDecoder, Framing, encode_frame
+from switch.matching import InFlight, StanAllocator, match_key
+from switch.translate import transmission_time
+
+__all__ = ["IssuerLink", "LinkStats"]
+
+log = logging.getLogger("switch.link")
+
+LateHandler = Callable[[Any, dict[str, str]], Awaitable[None]]
+UnmatchedHandler = Callable[[str, dict[str, str] | None, str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    message: dict[str, str]
+    context: Any
+    conn: _Conn
+    done: trio.Event = field(default_factory=trio.Event)
+    answer: dict[str, str] | None = None
+    error: Exception | None = None
+
+
+@dataclass(slots=True)
+class LinkStats:
+    sent: int = 0
+    answered: int = 0
+    timeouts: int = 0
+    late: int = 0
+    unmatched: int = 0
+    reconnects: int = 0
+    last_echo: float | None = None
+    last_error: str | None = None
+    connected_to: str | None = None
+
+
+class _Conn:
+    """One connection: a stream, its decoder and a coalescing outbox."""
+
+    def __init__(self, stream: trio.abc.Stream, framing: Framing, endpoint: Endpoint) -> None:
+        self.stream = stream
+        self.framing = framing
+        self.endpoint = endpoint
+        self.decoder = FrameDecoder(framing)
+        self.outbox: list[bytes] = []
+        self.flushing = False
+        self.alive = True
+        self.last_activity = trio.current_time()
+
+    async def send(self, data: bytes) -> None:
+        self.outbox.append(data)
+        if self.flushing:
+            return  # the running flusher will carry it (one sender per stream)
+        self.flushing = True
+        try:
+            while self.outbox:
+                chunk = b"".join(self.outbox)
+                self.outbox.clear()
+                await self.stream.send_all(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.alive = False
+            raise LinkDown(f"send to {self.endpoint} failed: {exc}") from None
+        finally:
+            self.flushing = False
+        self.last_activity = trio.current_time()
+
+
+class IssuerLink:
+    def __init__(
+        self,
+        config: IssuerConfig,
+        *,
+        spec_dirs: tuple[Any, ...] = (),
+        on_late: LateHandler | None = None,
+        on_unmatched: UnmatchedHandler | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.spec = specs.load(config.spec, spec_dirs)
+        self.framing = Framing(
+            kind=config.framing, header=config.header, max_frame=config.max_frame
+        )
+        self.stans = StanAllocator()
+        self.in_flight: InFlight[_Pending] = InFlight(late_window=max(60.0, config.timeout * 20))
+        self.stats = LinkStats()
+        self.on_late = on_late
+        self.on_unmatched = on_unmatched
+        self.ssl_context = ssl_context
+        self.admin_down = False
+        self._conns: list[_Conn] = []
+        self._rr = 0
+        self.state = "down"
+        self.up_event = trio.Event()
+        self._changed = trio.Event()
+
+    # -- what the processor calls -------------------------------------------------
+
+    @property
+    def is_up(self) -> bool:
+        return bool(self._conns) and not self.admin_down
+
+    def allocate_stan(self, mti: str) -> str:
+        return self.stans.allocate(self.in_flight, mti)  # type: ignore[arg-type]
+
+    async def exchange(
+        self, message: dict[str, str], *, context: Any = None, timeout: float | None = None
+    ) -> dict[str, str]:
+        """Send ``message`` (F11 already the switch STAN) and wait for its answer.
+
+        LinkDown(sent=False) means the bytes never left; LinkDown(sent=True)
+        and IssuerTimeout mean the issuer may have it (reverse if it debits).
+        """
+        if not self.is_up:
+            raise _down("link is down", sent=False)
+        conn = self._pick()
+        frame = encode_frame(codec.encode(message, self.spec), self.framing)
+        pending = _Pending(message=message, context=context, conn=conn)
+        key = self.in_flight.add(message["t"], message["11"], pending)
+        try:
+            await conn.send(frame)
+        except LinkDown as exc:
+            self.in_flight.forget(key)
+            await self._lost(conn, str(exc))
+            raise _down(str(exc), sent=False) from None
+        self.stats.sent += 1
+        with trio.move_on_after(timeout if timeout is not None else self.config.timeout):
+            await pending.done.wait()
+        if pending.answer is not None:
+            self.stats.answered += 1
+            return pending.answer
+        if pending.error is not None:
+            raise pending.error
+        self.stats.timeouts += 1
+        self.in_flight.give_up(key, trio.current_time())
+        raise IssuerTimeout(f"{self.name}: no answer to STAN {message['11']} in time")
+
+    def _notify(self) -> None:
+        """Wake every task waiting for a change of link state."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def set_admin_down(self, down: bool) -> None:
+        """Operator action: a link set down answers 91 at once and drops its connections."""
+        self.admin_down = down
+        self._notify()
+        if down:
+            for conn in list(self._conns):
+                conn.alive = False
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": "admin-down" if self.admin_down else self.state,
+            "connections": len(self._conns),
+            "endpoint": self.stats.connected_to,
+            "in_flight": len(self.in_flight),
+            "sent": self.stats.sent,
+            "answered": self.stats.answered,
+            "timeouts": self.stats.timeouts,
+            "late": self.stats.late,
+            "unmatched": self.stats.unmatched,
+            "reconnects": self.stats.reconnects,
+            "last_echo": self.stats.last_echo,
+            "last_error": self.stats.last_error,
+        }
+
+    # -- the shell ---------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep ``config.connections`` connections up until cancelled."""
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            for slot in range(self.config.connections):
+                nursery.start_soon(self._keep_connected, slot)
+
+    async def _keep_connected(self, slot: int) -> None:
+        delay = self.config.reconnect_min
+        attempt = 0
+        while True:
+            if self.admin_down:
+                await self._changed.wait()
+                continue
+            endpoint = self.config.endpoints[(slot + attempt) % len(self.config.endpoints)]
+            try:
+                stream = await self._connect(endpoint)
+            except (OSError, ssl.SSLError, trio.BrokenResourceError) as exc:
+                self.stats.last_error = f"connect {endpoint}: {exc}"
+                log.warning("link %s: cannot connect to %s: %s", self.name, endpoint, exc)
+                attempt += 1
+                with trio.move_on_after(delay):
+                    await self._changed.wait()
+                delay = min(delay * 2, self.config.reconnect_max)
+                continue
+            delay = self.config.reconnect_min
+            conn = _Conn(stream, self.framing, endpoint)
+            self.stats.connected_to = str(endpoint)
+            log.info("link %s: connected to %s", self.name, endpoint)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._read, conn, nursery.cancel_scope)
+                    await self._sign_on(conn)
+                    self._conns.append(conn)
+                    self.state = "up"
+                    self.up_event.set()
+                    nursery.start_soon(self._echo, conn, nursery.cancel_scope)
+                    while conn.alive and not self.admin_down:
+                        await self._changed.wait()
+                    nursery.cancel_scope.cancel()
+            except (LinkDown, IssuerTimeout) as exc:
+                self.stats.last_error = str(exc)
+                log.warning("link %s: %s", self.name, exc)
+            finally:
+                await self._lost(conn, self.stats.last_error or "closed")
+                with trio.CancelScope(shield=True):
+                    await trio.aclose_forcefully(stream)
+            self.stats.reconnects += 1
+            attempt += 1
+            if not self.admin_down:
+                await trio.sleep(self.config.reconnect_min)
+
+    async def _connect(self, endpoint: Endpoint) -> trio.abc.Stream:
+        with trio.fail_after(max(self.config.timeout, 1.0)):
+            if self.ssl_context is not None:
+                return await trio.open_ssl_over_tcp_stream(
+                    endpoint.host,
+                    endpoint.port,
+                    ssl_context=self.ssl_context,
+                    https_compatible=False,
+                )
+            return await trio.open_tcp_stream(endpoint.host, endpoint.port)
+
+    async def _lost(self, conn: _Conn, reason: str) -> None:
+        conn.alive = False
+        if conn in self._conns:
+            self._conns.remove(conn)
+        if not self._conns:
+            self.state = "down"
+            self.up_event = trio.Event()
+        for key_pending in self._pending_on(conn):
+            key_pending.error = _down(f"connection lost: {reason}", sent=True)
+            key_pending.done.set()
+        self._notify()
+
+    def _pending_on(self, conn: _Conn) -> list[_Pending]:
+        lost = []
+        for p in list(self.in_flight._live.values()):
+            if p.conn is conn:
+                self.in_flight.forget(match_key(p.message["t"], p.message["11"]))
+                lost.append(p)
+        return lost
+
+    def _pick(self) -> _Conn:
+        self._rr = (self._rr + 1) % len(self._conns)
+        return self._conns[self._rr]
+
+    async def _read(self, conn: _Conn, scope: trio.CancelScope) -> None:
+        try:
+            while True:
+                data = await conn.stream.receive_some(65536)
+                if not data:
+                    raise LinkDown(f"{conn.endpoint} closed the connection")
+                conn.last_activity = trio.current_time()
+                for frame in conn.decoder.feed(bytes(data)):
+                    await self._on_frame(frame)
+        except FramingError as exc:
+            self.stats.last_error = f"framing: {exc}"
+            log.error("link %s: closing, bad framing from issuer: %s", self.name, exc)
+        except (LinkDown, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.stats.last_error = str(exc) or type(exc).__name__
+            log.warning("link %s: connection lost: %s", self.name, self.stats.last_error)
+        conn.alive = False
+        self._notify()
+        scope.cancel()
+
+    async def _on_frame(self, frame: bytes) -> None:
+        try:
+            answer = codec.decode(frame, self.spec)
+        except CodecError as exc:
+            self.stats.unmatched += 1
+            log.error("link %s: undecodable answer: %s", self.name, exc)
+            if self.on_unmatched is not None:
+                await self.on_unmatched(self.name, None, f"undecodable: {exc}")
+            return
+        mti, stan = answer.get("t", ""), answer.get("11", "")
+        result = self.in_flight.answer(mti, stan, trio.current_time())
+        if result.kind == "matched" and result.item is not None:
+            result.item.answer = answer
+            result.item.done.set()
+        elif result.kind == "late" and result.item is not None:
+            self.stats.late += 1
+            log.warning(
+                "link %s: late answer %s STAN %s rc %s", self.name, mti, stan, answer.get("39")
+            )
+            if self.on_late is not None:
+                await self.on_late(result.item.context, answer)
+        else:
+            self.stats.unmatched += 1
+            log.warning("link %s: unmatched answer %s STAN %s", self.name, mti, stan)
+            if self.on_unmatched is not None:
+                await self.on_unmatched(self.name, answer, "no request with this STAN")
+
+    async def _network_request(self, conn: _Conn, code: str) -> dict[str, str]:
+        import datetime as dt
+
+        stan = self.allocate_stan("0800")
+        msg = {"t": "0800", "7": transmission_time(dt.datetime.now(dt.UTC)), "11": stan, "70": code}
+        pending = _Pending(message=msg, context=None, conn=conn)
+        key = self.in_flight.add("0800", stan, pending)
+        try:
+            await conn.send(encode_frame(codec.encode(msg, self.spec), self.framing))
+            with trio.move_on_after(self.config.timeout):
+                await pending.done.wait()
+        finally:
+            self.in_flight.forget(key)
+        if pending.answer is None:
+            raise IssuerTimeout(f"{self.name}: no answer to 0800/{code}")
+        return pending.answer
+
+    async def _sign_on(self, conn: _Conn) -> None:
+        if not self.config.sign_on:
+            return
+        answer = await self._network_request(conn, "001")
+        if answer.get("39") != "00":
+            raise LinkDown(f"sign-on refused with {answer.get('39')}")
+        log.info("link %s: signed on", self.name)
+
+    async def _echo(self, conn: _Conn, scope: trio.CancelScope) -> None:
+        interval = self.config.echo_interval
+        while conn.alive:
+            idle_for = trio.current_time() - conn.last_activity
+            if idle_for < interval:
+                await trio.sleep(interval - idle_for)
+                continue
+            try:
+                await self._network_request(conn, "301")
+                self.stats.last_echo = trio.current_time()
+                conn.last_activity = trio.current_time()
+            except (IssuerTimeout, LinkDown) as exc:
+                self.stats.last_error = f"echo: {exc}"
+                log.warning("link %s: echo failed, reconnecting: %s", self.name, exc)
+                conn.alive = False
+                self._notify()
+                scope.cancel()
+                return
+
+
+def _down(text: str, *, sent: bool) -> LinkDown:
+    return LinkDown(text, sent=sent)

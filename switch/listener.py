@@ -1,0 +1,177 @@
+"""Trio shell: one acquirer listener and its connections.
+
+Each connection gets its own nursery, a FrameDecoder and a coalescing outbox
+(one sender per stream: answers that are ready together go out in one
+``send_all``). Every frame is processed in its own task, so many requests are
+in flight per connection and answers go back in whatever order they finish.
+
+Blast radius: a frame that cannot be answered (no readable MTI/F11) or a
+broken length prefix closes *that* connection with a logged reason; other
+connections and their transactions carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+import trio
+
+import specs
+from switch import codec
+from switch.config import ListenerConfig
+from switch.errors import CodecError, FramingError
+from switch.framing import FrameDecoder, Framing, encode_frame
+from switch.processor import Processor
+
+__all__ = ["Listener"]
+
+log = logging.getLogger("switch.listener")
+
+
+class _Outbox:
+    __slots__ = ("chunks", "flushing", "stream")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.chunks: list[bytes] = []
+        self.flushing = False
+
+    async def send(self, data: bytes) -> None:
+        self.chunks.append(data)
+        if self.flushing:
+            return
+        self.flushing = True
+        try:
+            while self.chunks:
+                data = b"".join(self.chunks)
+                self.chunks.clear()
+                await self.stream.send_all(data)
+        finally:
+            self.flushing = False
+
+
+class Listener:
+    def __init__(
+        self,
+        config: ListenerConfig,
+        processor: Processor,
+        *,
+        spec_dirs: tuple[Any, ...] = (),
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.processor = processor
+        self.spec = specs.load(config.spec, spec_dirs)
+        self.framing = Framing(
+            kind=config.framing, header=config.header, max_frame=config.max_frame
+        )
+        self.ssl_context = ssl_context
+        self.connections = 0
+        self.accepted = 0
+        self.closed_for_errors = 0
+        self.port: int | None = None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "address": f"{self.config.host}:{self.port or self.config.port}",
+            "spec": self.config.spec,
+            "connections": self.connections,
+            "accepted": self.accepted,
+            "closed_for_errors": self.closed_for_errors,
+            "tls": self.ssl_context is not None,
+        }
+
+    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        tcp = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        self.port = tcp[0].socket.getsockname()[1]
+        listeners: list[trio.abc.Listener[Any]] = list(tcp)
+        if self.ssl_context is not None:
+            listeners = [
+                trio.SSLListener(t, self.ssl_context, https_compatible=False) for t in tcp
+            ]
+        log.info(
+            "listener %s on %s:%s (%s)", self.name, self.config.host, self.port, self.config.spec
+        )
+        async with trio.open_nursery() as nursery:
+            task_status.started(self.port)
+            await trio.serve_listeners(self._connection, listeners, handler_nursery=nursery)
+
+    async def _connection(self, stream: trio.abc.Stream) -> None:
+        self.accepted += 1
+        if self.connections >= self.config.max_connections:
+            log.warning(
+                "listener %s: refusing connection, %d already open", self.name, self.connections
+            )
+            await trio.aclose_forcefully(stream)
+            return
+        self.connections += 1
+        peer = _peer(stream)
+        outbox = _Outbox(stream)
+        decoder = FrameDecoder(self.framing)
+        reason = "closed by peer"
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    while True:
+                        with trio.move_on_after(self.config.idle_timeout) as idle:
+                            data = await stream.receive_some(65536)
+                        if idle.cancelled_caught:
+                            reason = f"idle for {self.config.idle_timeout:.0f}s"
+                            break
+                        if not data:
+                            break
+                        for frame in decoder.feed(bytes(data)):
+                            nursery.start_soon(
+                                self._process, frame, outbox, nursery.cancel_scope, peer
+                            )
+                except FramingError as exc:
+                    reason = f"framing error: {exc}"
+                    self.closed_for_errors += 1
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    reason = f"connection error: {exc}"
+                # Peer closed its sending side or idle: let in-flight requests
+                # finish and answer (half-close), then close.
+        finally:
+            self.connections -= 1
+            log.info("listener %s: connection from %s closed: %s", self.name, peer, reason)
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+
+    async def _process(
+        self, frame: bytes, outbox: _Outbox, scope: trio.CancelScope, peer: str
+    ) -> None:
+        try:
+            answer = await self.processor.handle(self.name, self.spec, frame)
+        except CodecError as exc:
+            self.closed_for_errors += 1
+            log.warning(
+                "listener %s: closing connection from %s: unanswerable frame: %s",
+                self.name,
+                peer,
+                exc,
+            )
+            scope.cancel()
+            return
+        if answer is None:
+            return
+        try:
+            await outbox.send(encode_frame(codec.encode(answer, self.spec), self.framing))
+        except CodecError as exc:
+            log.error("listener %s: cannot encode answer: %s", self.name, exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.warning("listener %s: answer to %s lost, connection gone: %s", self.name, peer, exc)
+            scope.cancel()
+
+
+def _peer(stream: trio.abc.Stream) -> str:
+    inner = getattr(stream, "transport_stream", stream)
+    sock = getattr(inner, "socket", None)
+    try:
+        host, port = sock.getpeername()[:2] if sock is not None else ("?", 0)
+    except OSError:
+        return "?"
+    return f"{host}:{port}"

@@ -1,0 +1,620 @@
+"""The path of one acquirer request, from decoded frame to answer.
+
+decode/validate → duplicate? → reversal? → Luhn → route → link up? →
+translate → journal (write-ahead) → issuer → match → translate back → journal
+→ answer. Every decision is made by a pure function (codec, cards, routing,
+translate, recent); this module sequences them, awaits the link and the
+journal, and owns the consequences of what goes wrong:
+
+- issuer timeout, or the connection dying after the request left: answer 91
+  and queue an automatic reversal in the SAF (persisted, so it survives a
+  crash);
+- a late answer: journaled as ``late`` (its reversal is already queued);
+- a duplicate (same listener, F41, F11, F7/F37, MTI class): never forwarded
+  again; it gets the first request's answer, waiting for it if in flight;
+- an acquirer reversal: matched to its original in memory or in the journal,
+  sent with the *issuer-side* original data; if the issuer cannot be reached
+  it goes to the SAF and the acquirer is told it is accepted.
+
+No clear PAN leaves memory: legs carry the masked PAN and the keyed token,
+and only the issuer-out leg and the SAF carry the PAN, AES-GCM encrypted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+import specs
+from switch import codec
+from switch.cards import luhn_valid, mask_pan
+from switch.config import Config
+from switch.errors import CardError, CodecError, IssuerTimeout, JournalError, LinkDown, RoutingError
+from switch.issuer_link import IssuerLink
+from switch.journal import JournalWriter, Leg
+from switch.messages import (
+    APPROVED,
+    F_ORIGINAL_DATA,
+    F_PAN,
+    F_REPLACEMENT_AMOUNTS,
+    F_RRN,
+    F_STAN,
+    F_TERMINAL,
+    F_TRANSMISSION_TIME,
+    is_repeat,
+    is_reversal,
+    original_mti,
+)
+from switch.recent import RecentTransactions
+from switch.routing import RouteTable
+from switch.saf import SafStore
+from switch.translate import (
+    local_answer,
+    parse_original_data,
+    reversal_for_issuer,
+    rrn_for,
+    to_acquirer,
+    to_issuer,
+)
+from switch.vault import Vault
+
+__all__ = ["Processor", "Txn", "now_us"]
+
+log = logging.getLogger("switch.txn")
+
+# Kept from a finished request: enough to answer duplicates and find originals.
+_KEEP = frozenset({"t", "3", "4", "7", "11", "37", "41", "42", "49", "90", "95"})
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(slots=True, eq=False)
+class Txn:
+    txn_id: str
+    listener: str
+    request: dict[str, str]
+    started: float
+    link: str | None = None
+    issuer_request: dict[str, str] | None = None
+    pan_enc: bytes | None = None
+    answer: dict[str, str] | None = None
+    state: str = "in_flight"
+    rrn: str = ""
+    done: trio.Event = field(default_factory=trio.Event)
+
+    def finish(self, answer: dict[str, str] | None, state: str) -> None:
+        self.answer = answer
+        self.state = state
+        # Forget card data once answered: only what matching needs stays.
+        self.request = {k: v for k, v in self.request.items() if k in _KEEP}
+        if self.issuer_request is not None:
+            self.issuer_request = {k: v for k, v in self.issuer_request.items() if k in _KEEP}
+        self.done.set()
+
+
+def _amount(message: Mapping[str, str]) -> int | None:
+    value = message.get("4")
+    return int(value) if value and value.isdigit() else None
+
+
+class Processor:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        links: Mapping[str, IssuerLink],
+        writer: JournalWriter,
+        saf: SafStore,
+        vault: Vault,
+        saf_kick: Callable[[str], None] = lambda link: None,
+        find_original: Callable[..., Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.links = links
+        self.writer = writer
+        self.saf = saf
+        self.vault = vault
+        self.saf_kick = saf_kick
+        self.find_original_in_journal = find_original
+        self.routes = RouteTable(config.routes)
+        self.recent: RecentTransactions[Txn] = RecentTransactions()
+        self.institution_id = config.switch.institution_id
+        self.spec_dirs = config.switch.spec_dirs
+        self._rrn_seq = secrets.randbelow(1_000_000)
+        self.in_flight = 0
+        self.idle = trio.Event()
+        self.idle.set()
+        self.counters: dict[str, int] = {}
+        self.completed: list[float] = []  # trio times of answers (for TPS)
+
+    # -- legs ---------------------------------------------------------------------
+
+    def _leg(self, txn: Txn, kind: str, msg: Mapping[str, str], **extra: Any) -> Leg:
+        pan = msg.get(F_PAN) or txn.request.get(F_PAN) or ""
+        fields: dict[str, Any] = {
+            "txn_id": txn.txn_id,
+            "leg": kind,
+            "time_us": now_us(),
+            "link": txn.listener if kind.startswith("acquirer") else txn.link,
+            "mti": msg.get("t"),
+            "stan": msg.get(F_STAN),
+            "rrn": msg.get(F_RRN) or txn.rrn or None,
+            "f7": msg.get(F_TRANSMISSION_TIME),
+            "terminal": msg.get(F_TERMINAL) or txn.request.get(F_TERMINAL),
+            "merchant": msg.get("42") or txn.request.get("42"),
+            "pan_masked": mask_pan(pan) if pan else None,
+            "pan_token": self.vault.token(pan) if pan else None,
+            "amount": _amount(msg),
+            "currency": msg.get("49"),
+            "processing_code": msg.get("3"),
+            "response_code": msg.get("39"),
+            "auth_code": msg.get("38"),
+        }
+        fields.update(extra)
+        return Leg(**fields)
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    # -- entry point ----------------------------------------------------------------
+
+    async def handle(self, listener: str, spec: specs.Spec, frame: bytes) -> dict[str, str] | None:
+        """Process one frame from an acquirer; return the answer (None: no answer).
+
+        Raises CodecError when the frame cannot be answered (no MTI/F11): the
+        listener then closes that connection with a logged reason.
+        """
+        self.in_flight += 1
+        self.idle = trio.Event() if self.in_flight == 1 else self.idle
+        try:
+            return await self._handle(listener, spec, frame)
+        finally:
+            self.in_flight -= 1
+            self.completed.append(trio.current_time())
+            if self.in_flight == 0:
+                self.idle.set()
+
+    async def _handle(self, listener: str, spec: specs.Spec, frame: bytes) -> dict[str, str] | None:
+        try:
+            request = codec.decode(frame, spec)
+            codec.validate(request, spec)
+        except CodecError as exc:
+            return self._format_error(listener, exc)
+        mti = request["t"]
+        if mti[:2] == "08":
+            return local_answer(request, APPROVED)  # echo / sign-on to the switch itself
+        if mti[2] not in "02":
+            self._count("unsolicited")
+            log.warning("%s: ignoring unsolicited %s from acquirer", listener, mti)
+            return None
+        duplicate = self.recent.duplicate_of(listener, request)
+        if duplicate is not None and not (is_repeat(mti) and is_reversal(mti)):
+            return await self._duplicate(listener, request, duplicate)
+        txn = Txn(
+            txn_id=secrets.token_hex(8),
+            listener=listener,
+            request=request,
+            started=trio.current_time(),
+        )
+        txn.rrn = request.get(F_RRN, "")
+        self.recent.add(listener, request, txn, trio.current_time())
+        try:
+            if is_reversal(mti):
+                return await self._reversal(txn, spec, duplicate)
+            return await self._authorize(txn, spec)
+        finally:
+            if not txn.done.is_set():  # cancelled or crashed mid-way: never leave waiters hanging
+                txn.finish(txn.answer, txn.state)
+
+    # -- local answers ------------------------------------------------------------
+
+    def _format_error(self, listener: str, exc: CodecError) -> dict[str, str]:
+        self._count("format_error")
+        partial = codec.salvage(exc)
+        mti, stan = partial.get("t", ""), partial.get("11", "")
+        log.warning(
+            "%s: format error: %s (MTI %s, STAN %s)", listener, exc, mti or "?", stan or "?"
+        )
+        if not (mti and stan and mti[2:3] in ("0", "2") and mti.isdigit()):
+            raise exc
+        txn = Txn(txn_id=secrets.token_hex(8), listener=listener, request=partial, started=0.0)
+        try:
+            answer = local_answer(partial, "30")
+        except ValueError:
+            raise exc from None
+        self.writer.record(
+            self._leg(txn, "acquirer_in", partial, note=f"format error: {exc}"[:200]),
+            self._leg(txn, "acquirer_out", answer, state="rejected"),
+        )
+        return answer
+
+    def _reject(self, txn: Txn, code: str, reason: str) -> dict[str, str]:
+        self._count(f"rejected_{code}")
+        answer = local_answer(txn.request, code, rrn=txn.rrn or None)
+        self.writer.record(
+            self._leg(txn, "acquirer_in", txn.request, note=reason),
+            self._leg(txn, "acquirer_out", answer, state="rejected", note=reason),
+        )
+        txn.finish(answer, "rejected")
+        return answer
+
+    async def _duplicate(
+        self, listener: str, request: dict[str, str], first: Txn
+    ) -> dict[str, str]:
+        self._count("duplicate")
+        log.info(
+            "%s: duplicate of txn %s (F41 %s F11 %s) not forwarded",
+            listener,
+            first.txn_id,
+            request.get("41"),
+            request.get("11"),
+        )
+        await first.done.wait()
+        if first.answer is not None:
+            return dict(first.answer)
+        return local_answer(request, "96")
+
+    # -- authorization / financial ------------------------------------------------
+
+    def _next_rrn(self) -> str:
+        self._rrn_seq += 1
+        return rrn_for(dt.datetime.now(dt.UTC), self._rrn_seq)
+
+    async def _authorize(self, txn: Txn, spec: specs.Spec) -> dict[str, str]:
+        request = txn.request
+        pan = request[F_PAN]
+        if not txn.rrn:
+            txn.rrn = self._next_rrn()
+            self.recent.set_rrn(request.get(F_TERMINAL, ""), txn.rrn, txn)
+        if not luhn_valid(pan):
+            return self._reject(txn, CardError.response_code, "PAN fails Luhn")
+        try:
+            link_name = self.routes.route(pan)
+        except RoutingError as exc:
+            return self._reject(txn, exc.response_code, str(exc))
+        link = self.links[link_name]
+        txn.link = link_name
+        if not link.is_up:
+            return self._reject(txn, "91", f"issuer link {link_name} is down")
+        issuer_msg = to_issuer(
+            request,
+            acquirer_spec=spec,
+            issuer_spec=link.spec,
+            stan=link.allocate_stan(request["t"]),
+            rrn=txn.rrn,
+            now=dt.datetime.now(dt.UTC),
+            institution_id=self.institution_id,
+        )
+        txn.issuer_request = issuer_msg
+        txn.pan_enc = self.vault.encrypt_pan(pan)
+        # Write-ahead: the issuer-out leg is on disk before the issuer can act on it.
+        try:
+            await self.writer.commit(
+                self._leg(txn, "acquirer_in", request),
+                self._leg(txn, "issuer_out", issuer_msg, pan_enc=txn.pan_enc),
+            )
+        except JournalError as exc:
+            log.error("journal failed, declining: %s", exc)
+            answer = local_answer(request, "96", rrn=txn.rrn)
+            txn.finish(answer, "rejected")
+            return answer
+        return await self._send(txn, link, issuer_msg)
+
+    async def _send(self, txn: Txn, link: IssuerLink, issuer_msg: dict[str, str]) -> dict[str, str]:
+        request = txn.request
+        try:
+            answer = await link.exchange(issuer_msg, context=txn)
+        except (IssuerTimeout, LinkDown) as exc:
+            sent = isinstance(exc, IssuerTimeout) or exc.sent
+            return self._timed_out(txn, link, str(exc), sent=sent)
+        latency = int((trio.current_time() - txn.started) * 1_000_000)
+        out = to_acquirer(answer, request)
+        if F_RRN not in request and txn.rrn:
+            out[F_RRN] = txn.rrn
+        state = "approved" if out.get("39") == APPROVED else "declined"
+        self._count(state)
+        self.writer.record(
+            self._leg(txn, "issuer_in", answer),
+            self._leg(txn, "acquirer_out", out, state=state, latency_us=latency),
+        )
+        txn.finish(out, state)
+        return out
+
+    def _timed_out(self, txn: Txn, link: IssuerLink, reason: str, *, sent: bool) -> dict[str, str]:
+        answer = local_answer(txn.request, "91", rrn=txn.rrn or None)
+        latency = int((trio.current_time() - txn.started) * 1_000_000)
+        if not sent:
+            self._count("link_down")
+            self.writer.record(
+                self._leg(
+                    txn, "acquirer_out", answer, state="rejected", note=reason, latency_us=latency
+                ),
+            )
+            txn.finish(answer, "rejected")
+            return answer
+        self._count("timed_out")
+        log.warning("txn %s: %s; answering 91 and reversing through SAF", txn.txn_id, reason)
+        self.writer.record(
+            self._leg(
+                txn, "acquirer_out", answer, state="timed_out", note=reason, latency_us=latency
+            ),
+        )
+        assert txn.issuer_request is not None
+        self.queue_reversal(txn.txn_id, link.name, txn.issuer_request, txn.pan_enc)
+        txn.finish(answer, "timed_out")
+        return answer
+
+    def queue_reversal(
+        self,
+        txn_id: str,
+        link_name: str,
+        issuer_request: Mapping[str, str],
+        pan_enc: bytes | None,
+        *,
+        replacement_amount: str | None = None,
+        reason: str = "auto",
+    ) -> int:
+        """Persist a reversal of ``issuer_request`` for the SAF forwarder to deliver."""
+        reversal = reversal_for_issuer(
+            issuer_request,
+            stan="000000",
+            now=dt.datetime.now(dt.UTC),
+            institution_id=self.institution_id,
+            replacement_amount=replacement_amount,
+        )
+        reversal.pop(F_PAN, None)  # the SAF holds the PAN only encrypted
+        entry = self.saf.add(
+            txn_id=txn_id,
+            link=link_name,
+            message=reversal,
+            pan_enc=pan_enc,
+            now_us=now_us(),
+            expire_after_s=self.config.saf.expire_after,
+            original_txn=txn_id,
+            reason=reason,
+        )
+        self.saf_kick(link_name)
+        return entry
+
+    async def on_late(self, context: Any, answer: dict[str, str]) -> None:
+        """An issuer answer after its timeout: journal it; the reversal is already queued."""
+        if not isinstance(context, Txn):
+            return
+        self._count("late")
+        self.writer.record(
+            self._leg(context, "late", answer, note="answer after timeout; reversal queued")
+        )
+
+    async def on_unmatched(self, link: str, answer: dict[str, str] | None, reason: str) -> None:
+        self._count("unmatched")
+        txn = Txn(txn_id=secrets.token_hex(8), listener="", request={}, started=0.0, link=link)
+        self.writer.record(self._leg(txn, "unmatched", answer or {}, note=reason[:200]))
+
+    # -- reversals ----------------------------------------------------------------
+
+    def _find_original(self, request: Mapping[str, str]) -> Txn | None:
+        terminal = request.get(F_TERMINAL, "")
+        f90 = request.get(F_ORIGINAL_DATA)
+        if f90:
+            _, orig_stan, orig_f7, _ = parse_original_data(f90)
+            for candidate in self.recent.by_stan(terminal, orig_stan):
+                if (
+                    candidate is not None
+                    and not is_reversal(candidate.request.get("t", "04"))
+                    and (not orig_f7.strip("0") or candidate.request.get("7", orig_f7) == orig_f7)
+                ):
+                    return candidate
+            return None
+        rrn = request.get(F_RRN)
+        by_rrn = self.recent.by_rrn(terminal, rrn) if rrn else None
+        if by_rrn is not None and not is_reversal(by_rrn.request.get("t", "04")):
+            return by_rrn
+        return None
+
+    async def _original_from_journal(self, request: Mapping[str, str]) -> Txn | None:
+        """After a restart the original is only in the journal: rebuild what a reversal needs."""
+        if self.find_original_in_journal is None:
+            return None
+        terminal = request.get(F_TERMINAL, "")
+        f90 = request.get(F_ORIGINAL_DATA)
+        if f90:
+            _, orig_stan, orig_f7, _ = parse_original_data(f90)
+            found = await trio.to_thread.run_sync(
+                lambda: self.find_original_in_journal(  # type: ignore[misc]
+                    terminal=terminal,
+                    stan=orig_stan,
+                    f7=orig_f7 if orig_f7.strip("0") else None,
+                    mti=None,
+                )
+            )
+        else:
+            found = await trio.to_thread.run_sync(
+                lambda: self.find_original_in_journal(  # type: ignore[misc]
+                    terminal=terminal, rrn=request.get(F_RRN)
+                )
+            )
+        if not found or not found.get("issuer_stan") or found.get("mti", "")[:2] == "04":
+            return None
+        original = Txn(
+            txn_id=found["txn_id"],
+            listener=found.get("listener") or "",
+            started=0.0,
+            request={"t": found.get("mti") or "0100", "11": found.get("stan") or ""},
+            link=found.get("link"),
+            state=found.get("state") or "approved",
+        )
+        original.issuer_request = {
+            "t": found.get("mti") or "0100",
+            "11": found["issuer_stan"],
+            "7": found.get("issuer_f7") or "",
+            "37": found.get("issuer_rrn") or "",
+        }
+        original.done.set()
+        return original
+
+    async def _reversal(self, txn: Txn, spec: specs.Spec, repeat_of: Txn | None) -> dict[str, str]:
+        request = txn.request
+        original = self._find_original(request)
+        if original is None:
+            original = await self._original_from_journal(request)
+        if original is None or original.link is None:
+            self._count("reversal_unknown")
+            return self._reject(txn, "25", "original transaction not found")
+        # A reversal that overtakes its original waits for it (never lost).
+        with trio.move_on_after(self.links[original.link].config.timeout * 2 + 1):
+            await original.done.wait()
+        txn.link = original.link
+        if original.issuer_request is None or original.issuer_request.get("11") is None:
+            # The original never reached an issuer (rejected by the switch): nothing to undo.
+            answer = local_answer(request, APPROVED, rrn=txn.rrn or None)
+            self.writer.record(
+                self._leg(txn, "acquirer_in", request, original_txn=original.txn_id),
+                self._leg(
+                    txn,
+                    "acquirer_out",
+                    answer,
+                    state="approved",
+                    note="original never reached an issuer",
+                ),
+            )
+            txn.finish(answer, "approved")
+            return answer
+        link = self.links[original.link]
+        issuer_orig = original.issuer_request
+        issuer_msg = to_issuer(
+            request,
+            acquirer_spec=spec,
+            issuer_spec=link.spec,
+            stan=link.allocate_stan(request["t"]),
+            rrn=issuer_orig.get("37") or txn.rrn or "",
+            now=dt.datetime.now(dt.UTC),
+            institution_id=self.institution_id,
+            original=(issuer_orig["t"], issuer_orig["11"], issuer_orig.get("7", "")),
+        )
+        issuer_msg["t"] = request["t"]  # 0400/0401/0420/0421 as the acquirer sent it
+        partial = bool(request.get(F_REPLACEMENT_AMOUNTS, "").strip("0"))
+        reversed_state = "partially_reversed" if partial else "reversed"
+        pan = request.get(F_PAN, "")
+        txn.pan_enc = self.vault.encrypt_pan(pan) if pan else None
+        txn.issuer_request = issuer_msg
+        try:
+            await self.writer.commit(
+                self._leg(txn, "acquirer_in", request, original_txn=original.txn_id),
+                self._leg(
+                    txn, "issuer_out", issuer_msg, pan_enc=txn.pan_enc, original_txn=original.txn_id
+                ),
+            )
+        except JournalError as exc:
+            log.error("journal failed, refusing reversal: %s", exc)
+            answer = local_answer(request, "96", rrn=txn.rrn or None)
+            txn.finish(answer, "rejected")
+            return answer
+        try:
+            answer = await link.exchange(issuer_msg, context=txn)
+        except (IssuerTimeout, LinkDown) as exc:
+            # The acquirer's reversal must get through: SAF takes responsibility.
+            self.queue_reversal(
+                original.txn_id,
+                link.name,
+                issuer_orig,
+                txn.pan_enc,
+                replacement_amount=request.get(F_REPLACEMENT_AMOUNTS, "")[:12] if partial else None,
+                reason="partial" if partial else "acquirer",
+            )
+            out = local_answer(request, APPROVED, rrn=txn.rrn or None)
+            self.writer.record(
+                self._leg(
+                    txn,
+                    "acquirer_out",
+                    out,
+                    state="reversal_pending",
+                    original_txn=original.txn_id,
+                    note=f"queued to SAF: {exc}",
+                ),
+            )
+            txn.finish(out, "reversal_pending")
+            return out
+        out = to_acquirer(answer, request)
+        code = answer.get("39", "96")
+        # Any answer of the issuer settles a reversal (25 = it never had the original).
+        state = reversed_state if code in (APPROVED, "25") else "declined"
+        self._count("reversed" if state != "declined" else "reversal_declined")
+        self.writer.record(
+            self._leg(txn, "issuer_in", answer, original_txn=original.txn_id),
+            self._leg(txn, "acquirer_out", out, state=state, original_txn=original.txn_id),
+        )
+        txn.finish(out, state)
+        return out
+
+    # -- crash recovery -------------------------------------------------------------
+
+    def recover(
+        self, in_doubt: list[dict[str, Any]], lookup: Callable[[str], dict[str, Any] | None]
+    ) -> int:
+        """Queue reversals for requests that reached an issuer with no recorded outcome.
+
+        ``lookup(txn_id)`` returns a journal transaction row: an interrupted
+        reversal is re-sent against its original's issuer-side data.
+        """
+        queued = 0
+        for row in in_doubt:
+            mti, link = row.get("mti") or "", row.get("link")
+            if not link or link not in self.links:
+                continue
+            target, issuer_request = (
+                row["txn_id"],
+                {
+                    "t": original_mti(mti),
+                    "3": row.get("processing_code") or "000000",
+                    "4": f"{row.get('amount') or 0:012d}",
+                    "7": row.get("f7") or "",
+                    "11": row.get("stan") or "000000",
+                    "37": row.get("rrn") or "",
+                    "41": row.get("terminal") or "",
+                    "49": row.get("currency") or "",
+                },
+            )
+            if row.get("merchant"):
+                issuer_request["42"] = row["merchant"]
+            if is_reversal(mti):
+                original = lookup(row.get("original_txn") or "")
+                if not original or not original.get("issuer_stan"):
+                    continue
+                target = original["txn_id"]
+                issuer_request.update(
+                    t=original.get("mti") or "0100",
+                    **{"11": original["issuer_stan"], "7": original.get("issuer_f7") or ""},
+                )
+            self.queue_reversal(target, link, issuer_request, row.get("pan_enc"))
+            self.writer.record(
+                Leg(
+                    txn_id=row["txn_id"],
+                    leg="recovered",
+                    time_us=now_us(),
+                    link=link,
+                    mti=mti,
+                    stan=row.get("stan"),
+                    state="timed_out",
+                    note="no outcome recorded before restart; reversal queued",
+                )
+            )
+            queued += 1
+        return queued
+
+    def status(self) -> dict[str, Any]:
+        now = trio.current_time()
+        self.completed = [t for t in self.completed if t > now - 60]
+        return {
+            "in_flight": self.in_flight,
+            "tps_1m": round(len(self.completed) / 60.0, 2),
+            "counters": dict(self.counters),
+        }

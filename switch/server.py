@@ -1,0 +1,198 @@
+"""Wires the switch in one root nursery: ``run(config, task_status=...)``.
+
+Start order: journal (writer task in the outer nursery, so it outlives
+everything that records legs) → crash recovery (in-doubt requests are
+reversed through the SAF) → issuer links and their SAF forwarders → admin
+endpoint → acquirer listeners. ``task_status.started`` reports the bound
+listener ports, so tests run the whole switch on port 0.
+
+Shutdown (SIGTERM/SIGINT, or ``Server.shutdown()``): stop accepting, give
+in-flight transactions ``shutdown_grace`` seconds, stop links and SAF, then
+flush the journal and return.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from switch.config import Config
+from switch.forwarder import SafForwarder
+from switch.issuer_link import IssuerLink
+from switch.journal import Journal, JournalWriter
+from switch.listener import Listener
+from switch.processor import Processor
+from switch.saf import SafStore
+from switch.vault import Vault
+
+__all__ = ["Server", "run", "setup_logging"]
+
+log = logging.getLogger("switch.server")
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.vault = Vault.load_or_create(config.switch.token_key_file)
+        self.journal = Journal.open(config.switch.journal)
+        self.saf = SafStore.open(config.switch.journal)
+        self.writer = JournalWriter(self.journal, batch=config.switch.journal_batch)
+        self.forwarders: dict[str, SafForwarder] = {}
+        self.links: dict[str, IssuerLink] = {}
+        self.processor = Processor(
+            config,
+            links=self.links,
+            writer=self.writer,
+            saf=self.saf,
+            vault=self.vault,
+            saf_kick=self._kick,
+            find_original=self.journal.find_original,
+        )
+        for name, issuer in config.issuers.items():
+            self.links[name] = IssuerLink(
+                issuer,
+                spec_dirs=config.switch.spec_dirs,
+                on_late=self.processor.on_late,
+                on_unmatched=self.processor.on_unmatched,
+                ssl_context=_client_tls(issuer),
+            )
+            self.forwarders[name] = SafForwarder(
+                self.links[name], self.saf, self.writer, self.vault, config.saf
+            )
+        self.listeners = [
+            Listener(
+                lc, self.processor, spec_dirs=config.switch.spec_dirs, ssl_context=_server_tls(lc)
+            )
+            for lc in config.listeners
+        ]
+        self.recovered = 0
+        self._accepting: trio.CancelScope | None = None
+        self._stop = trio.Event()
+        self.stopped = trio.Event()
+        self.started_at: float | None = None
+
+    def _kick(self, link: str) -> None:
+        forwarder = self.forwarders.get(link)
+        if forwarder is not None:
+            forwarder.kick()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "uptime_s": round(trio.current_time() - (self.started_at or trio.current_time()), 1),
+            "listeners": [listener.status() for listener in self.listeners],
+            "links": [link.status() for link in self.links.values()],
+            "saf_depth": self.saf.depth(),
+            "journal": {
+                "committed": self.writer.committed,
+                "batches": self.writer.batches,
+                "queue_depth": self.writer.queue_depth,
+            },
+            "recovered_at_start": self.recovered,
+            **self.processor.status(),
+        }
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self.started_at = trio.current_time()
+        try:
+            async with trio.open_nursery() as outer:
+                await outer.start(self.writer.run)
+                in_doubt = await trio.to_thread.run_sync(self.journal.in_doubt)
+                self.recovered = self.processor.recover(in_doubt, self.journal.transaction)
+                if self.recovered:
+                    log.warning(
+                        "recovery: %d request(s) in doubt after restart, reversals queued",
+                        self.recovered,
+                    )
+                async with trio.open_nursery() as inner:
+                    for name, link in self.links.items():
+                        await inner.start(link.run)
+                        await inner.start(self.forwarders[name].run)
+                    from switch import admin  # late import: admin imports server types
+
+                    await inner.start(admin.serve, self)
+                    ports: list[int] = []
+                    async with trio.open_nursery() as accepting:
+                        self._accepting = accepting.cancel_scope
+                        for listener in self.listeners:
+                            ports.append(await accepting.start(listener.run))
+                        task_status.started(ports)
+                        log.info("switch up: listeners %s, links %s", ports, list(self.links))
+                        accepting.start_soon(self._watch_signals, accepting.cancel_scope)
+                        await self._stop.wait()
+                        accepting.cancel_scope.cancel()
+                    # Listeners closed: give in-flight transactions their grace.
+                    with trio.move_on_after(self.config.switch.shutdown_grace):
+                        await self.processor.idle.wait()
+                    inner.cancel_scope.cancel()
+                await self.writer.aclose()
+                outer.cancel_scope.cancel()
+        finally:
+            self.saf.close()
+            self.journal.close()
+            self.stopped.set()
+            log.info("switch stopped")
+
+    async def _watch_signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info(
+                    "signal %s: stopping (grace %.0fs)",
+                    signal.Signals(signum).name,
+                    self.config.switch.shutdown_grace,
+                )
+                self._stop.set()
+                return
+
+
+def _server_tls(listener: Any) -> Any:
+    if listener.tls_cert is None:
+        return None
+    from switch import tls
+
+    return tls.server_context(listener.tls_cert, listener.tls_key, listener.tls_client_ca)
+
+
+def _client_tls(issuer: Any) -> Any:
+    if issuer.tls_ca is None:
+        return None
+    from switch import tls
+
+    return tls.client_context(issuer.tls_ca, issuer.tls_cert, issuer.tls_key)
+
+
+async def run(
+    config: Config, *, task_status: trio.TaskStatus[list[int]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the switch until SIGTERM/SIGINT."""
+    await Server(config).serve(task_status=task_status)
+
+
+def setup_logging(level: str = "info", log_file: Path | None = None) -> None:
+    from switch.cards import mask_text
+
+    class _Mask(logging.Filter):
+        """Last line of defence: no PAN-looking digit run reaches a log line."""
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.msg = mask_text(record.getMessage())
+            record.args = None
+            return True
+
+    handler: logging.Handler = (
+        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    )
+    handler.addFilter(_Mask())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
