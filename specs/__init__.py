@@ -101,7 +101,9 @@ def _fail(path: Path, key: str, problem: str) -> SpecError:
     return SpecError(f"{path.name}: {key}: {problem}")
 
 
-def _choice(path: Path, table: Mapping[str, Any], key: str, allowed: frozenset[str], default: str) -> str:
+def _choice(
+    path: Path, table: Mapping[str, Any], key: str, allowed: frozenset[str], default: str
+) -> str:
     value = table.get(key, default)
     if value not in allowed:
         raise _fail(path, f"encoding.{key}", f"expected one of {sorted(allowed)}, got {value!r}")
@@ -200,22 +202,47 @@ def _build_pyiso(
 ) -> dict[str, dict[str, Any]]:
     text = enc["text"]
     spec: dict[str, dict[str, Any]] = {
-        "h": {"data_enc": "b", "len_enc": "ascii", "len_type": 0, "max_len": header_length,
-              "desc": "Message Header"},
+        "h": {
+            "data_enc": "b",
+            "len_enc": "ascii",
+            "len_type": 0,
+            "max_len": header_length,
+            "desc": "Message Header",
+        },
     }
     if enc["mti"] == "bcd":
-        spec["t"] = {"data_enc": "b", "len_enc": "ascii", "len_type": 0, "max_len": 2,
-                     "desc": "Message Type"}
+        spec["t"] = {
+            "data_enc": "b",
+            "len_enc": "ascii",
+            "len_type": 0,
+            "max_len": 2,
+            "desc": "Message Type",
+        }
     else:
-        spec["t"] = {"data_enc": enc["mti"], "len_enc": "ascii", "len_type": 0, "max_len": 4,
-                     "desc": "Message Type"}
+        spec["t"] = {
+            "data_enc": enc["mti"],
+            "len_enc": "ascii",
+            "len_type": 0,
+            "max_len": 4,
+            "desc": "Message Type",
+        }
     for key, desc in (("p", "Bitmap, Primary"), ("1", "Bitmap, Secondary")):
         if enc["bitmap"] == "binary":
-            spec[key] = {"data_enc": "b", "len_enc": "ascii", "len_type": 0, "max_len": 8,
-                         "desc": desc}
+            spec[key] = {
+                "data_enc": "b",
+                "len_enc": "ascii",
+                "len_type": 0,
+                "max_len": 8,
+                "desc": desc,
+            }
         else:
-            spec[key] = {"data_enc": text if text != "latin-1" else "ascii", "len_enc": "ascii",
-                         "len_type": 0, "max_len": 16, "desc": desc}
+            spec[key] = {
+                "data_enc": text if text != "latin-1" else "ascii",
+                "len_enc": "ascii",
+                "len_type": 0,
+                "max_len": 16,
+                "desc": desc,
+            }
     for key, fd in fields.items():
         if key == "1":
             continue
@@ -243,9 +270,13 @@ def _ecommerce(path: Path, raw: Any) -> Ecommerce | None:
     for role in ("cvv2", "eci", "cavv"):
         tag = raw.get(role)
         if not isinstance(tag, str) or len(tag) != tag_length:
-            raise _fail(path, f"ecommerce.{role}", f"expected a {tag_length}-character tag, got {tag!r}")
+            raise _fail(
+                path, f"ecommerce.{role}", f"expected a {tag_length}-character tag, got {tag!r}"
+            )
         tags[role] = tag
-    return Ecommerce(field=str(number), tag_length=tag_length, length_digits=length_digits, tags=tags)
+    return Ecommerce(
+        field=str(number), tag_length=tag_length, length_digits=length_digits, tags=tags
+    )
 
 
 def _parse(path: Path) -> Spec:

@@ -25,7 +25,7 @@ from specs import Spec
 from switch.errors import CodecError
 from switch.messages import HANDLED_MTIS, MANDATORY_FIELDS, is_reversal
 
-__all__ = ["decode", "encode", "validate", "salvage"]
+__all__ = ["decode", "encode", "salvage", "validate"]
 
 _BITMAP_KEYS = ("p", "1")
 _READABLE = ("t", "11", "37", "41", "7", "42")
@@ -50,7 +50,6 @@ def decode(frame: bytes, spec: Spec) -> dict[str, str]:
     if not doc.get("h"):
         doc.pop("h", None)
     return doc
-
 
 
 def salvage(error: CodecError) -> dict[str, str]:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from specs import Ecommerce, Spec
 from switch.errors import CodecError
 
-__all__ = ["ROLES", "parse_tlv", "build_tlv", "read", "write", "strip"]
+__all__ = ["ROLES", "build_tlv", "parse_tlv", "read", "strip", "write"]
 
 ROLES = ("cvv2", "eci", "cavv")
 

@@ -42,7 +42,9 @@ class Framing:
 
     def __post_init__(self) -> None:
         if self.kind not in _PREFIX_SIZE:
-            raise ValueError(f"unknown framing {self.kind!r}; expected one of {', '.join(FRAMINGS)}")
+            raise ValueError(
+                f"unknown framing {self.kind!r}; expected one of {', '.join(FRAMINGS)}"
+            )
 
     @property
     def prefix_size(self) -> int:
@@ -74,7 +76,9 @@ def _encode_length(kind: str, length: int) -> bytes:
     return bytes.fromhex(f"{length:04d}")
 
 
-def encode_frame(message: bytes, framing: Framing | None = None, header: bytes | None = None) -> bytes:
+def encode_frame(
+    message: bytes, framing: Framing | None = None, header: bytes | None = None
+) -> bytes:
     """Prefix ``message`` (and the framing's header, or ``header``) with its length."""
     framing = framing or _DEFAULT
     head = framing.header if header is None else header
@@ -122,7 +126,9 @@ class FrameDecoder:
                 start += prefix
                 continue
             if length < header:
-                raise FramingError(f"frame length {length} is shorter than the {header}-byte header")
+                raise FramingError(
+                    f"frame length {length} is shorter than the {header}-byte header"
+                )
             end = start + prefix + length
             if len(buf) < end:
                 break
