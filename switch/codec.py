@@ -29,6 +29,10 @@ __all__ = ["decode", "encode", "salvage", "validate"]
 
 _BITMAP_KEYS = ("p", "1")
 _READABLE = ("t", "11", "37", "41", "7", "42")
+# Bad fields a salvage reads past before giving up (each costs one decode).
+_MAX_RELAXED = 4
+# Keys of a message that are not data elements of the spec.
+_NON_FIELDS = frozenset({"t", "h", *_BITMAP_KEYS})
 
 
 def decode(frame: bytes, spec: Spec) -> dict[str, str]:
@@ -36,20 +40,77 @@ def decode(frame: bytes, spec: Spec) -> dict[str, str]:
     try:
         doc, _ = iso8583.decode(frame, spec.pyiso)
     except iso8583.DecodeError as exc:
-        partial = {k: v for k, v in exc.doc_dec.items() if isinstance(v, str)}
         raise CodecError(
-            f"{exc.msg}: field {exc.field} at byte {exc.pos}",
+            f"{spec.name}: field {_describe(spec, exc.field)} at byte {exc.pos}: {exc.msg}",
             field=exc.field,
             position=exc.pos,
-            partial=partial,
+            partial=_readable(frame, spec, exc),
         ) from None
     except (ValueError, LookupError) as exc:  # bad encodings inside pyiso8583
-        raise CodecError(f"undecodable frame: {exc}") from None
+        raise CodecError(f"{spec.name}: undecodable frame: {exc}") from None
     for key in _BITMAP_KEYS:
         doc.pop(key, None)
     if not doc.get("h"):
         doc.pop("h", None)
     return doc
+
+
+def _describe(spec: Spec, key: str) -> str:
+    return f"{key} ({spec.field_name(key)})"
+
+
+def _readable(frame: bytes, spec: Spec, first: iso8583.DecodeError) -> dict[str, str]:
+    """The fields that decoded cleanly, reading on past a bad data element if we can.
+
+    A data element whose *length* is known but whose content is bad (bytes
+    that are not ASCII, a length over its maximum, a wrong BCD pad) need not
+    hide the fields after it: we decode again with that element relaxed to raw
+    bytes, so a bad F4 still leaves F11 and F41 to answer the format error
+    with. That reading on is trusted only when the rest of the frame then
+    decodes to its last byte; otherwise (a truncated frame, an unreadable
+    length prefix, misaligned garbage) we keep what came before the first
+    error. Relaxed elements are never reported.
+    """
+    relaxed: dict[str, dict[str, Any]] = {}
+    exc = first
+    while _relaxable(exc.field, spec) and exc.field not in relaxed:
+        if len(relaxed) == _MAX_RELAXED:
+            break
+        relaxed[exc.field] = _relax(spec.pyiso[exc.field])
+        try:
+            doc, _ = iso8583.decode(frame, {**spec.pyiso, **relaxed})
+        except iso8583.DecodeError as again:
+            exc = again
+            continue
+        except (ValueError, LookupError):
+            break
+        return _clean(doc, skip=relaxed)
+    return _clean(first.doc_dec, skip={first.field: {}})
+
+
+def _relaxable(key: str, spec: Spec) -> bool:
+    return key.isdigit() and key != "1" and key in spec.pyiso
+
+
+def _clean(doc: Mapping[str, Any], skip: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        k: v
+        for k, v in doc.items()
+        if isinstance(v, str) and k not in skip and k not in _BITMAP_KEYS
+    }
+
+
+def _relax(field_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The same field layout read as raw bytes up to whatever its prefix can say."""
+    relaxed = dict(field_spec, data_enc="b")
+    if field_spec["len_type"]:
+        relaxed["max_len"] = 10 ** (2 * field_spec["len_type"]) * 16
+    elif field_spec.get("len_count") == "nibbles":
+        # A fixed BCD field is whole bytes on the wire, pad nibble included.
+        relaxed.update(len_count="bytes", max_len=(field_spec["max_len"] + 1) // 2)
+        relaxed.pop("left_pad", None)
+        relaxed.pop("right_pad", None)
+    return relaxed
 
 
 def salvage(error: CodecError) -> dict[str, str]:
@@ -58,6 +119,20 @@ def salvage(error: CodecError) -> dict[str, str]:
 
 
 def encode(message: Mapping[str, str], spec: Spec) -> bytes:
+    """Encode ``message`` for ``spec``; CodecError naming the field it cannot carry.
+
+    Beyond pyiso8583 we refuse what it would silently drop or mangle: keys that
+    are not fields of the spec (``"x"``, ``"129"``; ``"65"``, which pyiso8583
+    4.x treats as the tertiary bitmap), values that are not strings, and
+    numeric elements that are not digits (packed BCD would take ``AB`` as hex).
+    """
+    partial = {k: v for k, v in message.items() if k in _READABLE}
+    for key, value in message.items():
+        problem = _cannot_carry(spec, key, value)
+        if problem:
+            raise CodecError(
+                f"cannot encode for {spec.name}: {problem}", field=key, partial=partial
+            )
     doc: dict[str, Any] = {k: v for k, v in message.items() if k not in _BITMAP_KEYS}
     if spec.header_length and "h" not in doc:
         doc["h"] = "00" * spec.header_length
@@ -65,13 +140,30 @@ def encode(message: Mapping[str, str], spec: Spec) -> bytes:
         raw, _ = iso8583.encode(doc, spec.pyiso)
     except iso8583.EncodeError as exc:
         raise CodecError(
-            f"cannot encode for {spec.name}: {exc.msg}: field {exc.field}",
+            f"cannot encode for {spec.name}: field {_describe(spec, exc.field)}: {exc.msg}",
             field=exc.field,
-            partial={k: v for k, v in message.items() if k in _READABLE},
+            partial=partial,
         ) from None
     except (ValueError, LookupError, TypeError) as exc:
-        raise CodecError(f"cannot encode for {spec.name}: {exc}") from None
+        raise CodecError(f"cannot encode for {spec.name}: {exc}", partial=partial) from None
     return bytes(raw)
+
+
+def _cannot_carry(spec: Spec, key: str, value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"field {key}: expected a string, got {type(value).__name__}"
+    if key in _NON_FIELDS:
+        return None
+    fd = spec.fields.get(key)
+    if fd is None or key == "65":
+        return f"field {key!r} is not a data element of this spec"
+    if fd.numeric and not _digits(value):
+        return f"field {_describe(spec, key)} must be digits"
+    return None
+
+
+def _digits(value: str) -> bool:
+    return value.isascii() and value.isdigit()
 
 
 def validate(message: Mapping[str, str], spec: Spec) -> None:
@@ -93,7 +185,7 @@ def validate(message: Mapping[str, str], spec: Spec) -> None:
         )
     for key, value in message.items():
         fd = spec.fields.get(key)
-        if fd is not None and fd.numeric and not value.isdigit():
+        if fd is not None and fd.numeric and not _digits(value):
             raise CodecError(f"field {key} ({fd.name}) must be numeric", field=key, partial=partial)
     amount = message.get("4")
     if amount is not None and len(amount) != 12:
