@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 import specs
-from switch import codec
+from switch import codec, reversals
 from switch.cards import luhn_valid, mask_pan
 from switch.config import Config
 from switch.errors import CardError, CodecError, IssuerTimeout, JournalError, LinkDown, RoutingError
@@ -50,7 +50,6 @@ from switch.messages import (
     F_TRANSMISSION_TIME,
     is_repeat,
     is_reversal,
-    original_mti,
 )
 from switch.recent import RecentTransactions
 from switch.routing import RouteTable
@@ -58,7 +57,6 @@ from switch.saf import SafStore
 from switch.translate import (
     local_answer,
     parse_original_data,
-    reversal_for_issuer,
     rrn_for,
     to_acquirer,
     to_issuer,
@@ -364,23 +362,17 @@ class Processor:
         reason: str = "auto",
     ) -> int:
         """Persist a reversal of ``issuer_request`` for the SAF forwarder to deliver."""
-        reversal = reversal_for_issuer(
-            issuer_request,
-            stan="000000",
-            now=dt.datetime.now(dt.UTC),
-            institution_id=self.institution_id,
-            replacement_amount=replacement_amount,
-        )
-        reversal.pop(F_PAN, None)  # the SAF holds the PAN only encrypted
-        entry = self.saf.add(
+        entry = reversals.queue_reversal(
+            self.saf,
             txn_id=txn_id,
             link=link_name,
-            message=reversal,
+            issuer_request=issuer_request,
             pan_enc=pan_enc,
-            now_us=now_us(),
+            institution_id=self.institution_id,
             expire_after_s=self.config.saf.expire_after,
-            original_txn=txn_id,
+            now=dt.datetime.now(dt.UTC),
             reason=reason,
+            replacement_amount=replacement_amount,
         )
         self.saf_kick(link_name)
         return entry
@@ -570,21 +562,7 @@ class Processor:
             mti, link = row.get("mti") or "", row.get("link")
             if not link or link not in self.links:
                 continue
-            target, issuer_request = (
-                row["txn_id"],
-                {
-                    "t": original_mti(mti),
-                    "3": row.get("processing_code") or "000000",
-                    "4": f"{row.get('amount') or 0:012d}",
-                    "7": row.get("f7") or "",
-                    "11": row.get("stan") or "000000",
-                    "37": row.get("rrn") or "",
-                    "41": row.get("terminal") or "",
-                    "49": row.get("currency") or "",
-                },
-            )
-            if row.get("merchant"):
-                issuer_request["42"] = row["merchant"]
+            target, issuer_request = row["txn_id"], reversals.issuer_request_of(row)
             if is_reversal(mti):
                 original = lookup(row.get("original_txn") or "")
                 if not original or not original.get("issuer_stan"):
