@@ -52,6 +52,14 @@ _TOP_KEYS = frozenset(
 )
 
 
+_NON_FIELD_NAMES = {
+    "t": "Message Type",
+    "p": "Bitmap, Primary",
+    "1": "Bitmap, Secondary",
+    "h": "Header",
+}
+
+
 class SpecError(ValueError):
     """A spec file is missing or malformed; the message names file and key."""
 
@@ -94,7 +102,7 @@ class Spec:
         fd = self.fields.get(number)
         if fd is not None:
             return fd.name
-        return {"t": "Message Type", "p": "Bitmap, Primary", "h": "Header"}.get(number, number)
+        return _NON_FIELD_NAMES.get(number, number)
 
 
 def _fail(path: Path, key: str, problem: str) -> SpecError:
@@ -279,6 +287,31 @@ def _ecommerce(path: Path, raw: Any) -> Ecommerce | None:
     )
 
 
+def _catalog(path: Path, base_name: str) -> dict[str, FieldDef]:
+    """The field catalog ``base_name``, beside the spec file or shipped here."""
+    candidates = [path.with_name(f"{base_name}.toml"), SPEC_DIR / f"{base_name}.toml"]
+    found = [c for c in candidates if c.exists()]
+    if not found or "/" in base_name:
+        where = " or ".join(str(c.parent) for c in candidates)
+        raise _fail(path, "base", f"no field catalog {base_name!r} in {where}")
+    doc = _read_toml(found[0])
+    table = doc.get("fields", {})
+    if not isinstance(table, dict):
+        raise _fail(found[0], "fields", "expected a table")
+    return _field_defs(found[0], table, "fields")
+
+
+def _check_ecommerce(path: Path, eco: Ecommerce | None, fields: Mapping[str, FieldDef]) -> None:
+    """The TLV field must be a variable text field of the catalog to hold tags."""
+    if eco is None:
+        return
+    fd = fields.get(eco.field)
+    if fd is None or fd.format not in ("an", "ans") or fd.length == "fixed":
+        raise _fail(
+            path, "ecommerce.field", f"field {eco.field} is not a variable-length text field"
+        )
+
+
 def _parse(path: Path) -> Spec:
     doc = _read_toml(path)
     unknown = set(doc) - _TOP_KEYS
@@ -288,11 +321,7 @@ def _parse(path: Path) -> Spec:
     if base_name is not None:
         if not isinstance(base_name, str):
             raise _fail(path, "base", f"expected a catalog name, got {base_name!r}")
-        base_path = path.with_name(f"{base_name}.toml")
-        if not base_path.exists():
-            base_path = SPEC_DIR / f"{base_name}.toml"
-        base_doc = _read_toml(base_path)
-        fields = _field_defs(base_path, base_doc.get("fields", {}), "fields")
+        fields = _catalog(path, base_name)
     else:
         fields = {}
     overrides = doc.get("fields", {})
@@ -301,7 +330,9 @@ def _parse(path: Path) -> Spec:
     fields = _merge_overrides(path, fields, overrides)
     if not fields:
         raise _fail(path, "fields", "no fields: name a base catalog or list fields")
-    enc_raw = doc.get("encoding", {})
+    if "encoding" not in doc:
+        raise _fail(path, "encoding", "missing: a field catalog is not a dialect")
+    enc_raw = doc["encoding"]
     if not isinstance(enc_raw, dict):
         raise _fail(path, "encoding", "expected a table")
     unknown = set(enc_raw) - {"mti", "bitmap", "numeric", "text", "binary", "length"}
@@ -324,6 +355,8 @@ def _parse(path: Path) -> Spec:
     name = doc.get("name", path.stem)
     if name != path.stem:
         raise _fail(path, "name", f"must match the file name {path.stem!r}, got {name!r}")
+    ecommerce = _ecommerce(path, doc.get("ecommerce"))
+    _check_ecommerce(path, ecommerce, fields)
     return Spec(
         name=name,
         description=str(doc.get("description", "")),
@@ -331,7 +364,7 @@ def _parse(path: Path) -> Spec:
         header_length=header_length,
         fields=fields,
         pyiso=_build_pyiso(fields, enc, header_length),
-        ecommerce=_ecommerce(path, doc.get("ecommerce")),
+        ecommerce=ecommerce,
         source=path,
     )
 
@@ -355,8 +388,6 @@ def load(name: str, spec_dirs: Sequence[str | Path] = ()) -> Spec:
         path = folder / f"{name}.toml"
         if path.exists():
             spec = _parse(path)
-            if not spec.ecommerce and not spec.fields:
-                raise _fail(path, "fields", "empty")
             _cache[key] = spec
             return spec
     raise SpecError(f"unknown spec {name!r}; available: {', '.join(available(spec_dirs))}")
@@ -368,6 +399,10 @@ def available(spec_dirs: Sequence[str | Path] = ()) -> list[str]:
     for folder in _dirs(spec_dirs):
         if folder.is_dir():
             for path in folder.glob("*.toml"):
-                if "encoding" in _read_toml(path):
+                try:
+                    is_dialect = "encoding" in _read_toml(path)
+                except SpecError:
+                    is_dialect = True  # broken, but meant as one: load() says why
+                if is_dialect:
                     names.add(path.stem)
     return sorted(names)
