@@ -14,8 +14,10 @@ Framings (``kind``):
     4b    4-byte binary big-endian length
 
 The length counts the header plus the message. A zero length is a keep-alive
-and yields nothing. A length over ``max_frame`` raises :class:`FramingError`:
-the stream cannot be re-synchronised, so the shell closes that connection.
+(:func:`keep_alive` writes one) and yields nothing. A length over
+``max_frame``, or a prefix that is not a length, raises :class:`FramingError`
+saying what arrived: the stream cannot be re-synchronised, so the shell closes
+that connection.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from dataclasses import dataclass
 
 from switch.errors import FramingError
 
-__all__ = ["DEFAULT_MAX_FRAME", "FRAMINGS", "FrameDecoder", "Framing", "encode_frame"]
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "FRAMINGS",
+    "FrameDecoder",
+    "Framing",
+    "encode_frame",
+    "keep_alive",
+]
 
 DEFAULT_MAX_FRAME = 8192
 FRAMINGS = ("2b", "4a", "2bcd", "4b")
@@ -76,6 +85,11 @@ def _encode_length(kind: str, length: int) -> bytes:
     return bytes.fromhex(f"{length:04d}")
 
 
+def keep_alive(framing: Framing | None = None) -> bytes:
+    """A zero-length frame: the peer's decoder yields nothing for it."""
+    return _encode_length((framing or _DEFAULT).kind, 0)
+
+
 def encode_frame(
     message: bytes, framing: Framing | None = None, header: bytes | None = None
 ) -> bytes:
@@ -92,13 +106,21 @@ _DEFAULT = Framing()
 
 
 class FrameDecoder:
-    """Accumulates stream bytes and returns the whole frames they contain."""
+    """Accumulates stream bytes and returns the whole frames they contain.
 
-    __slots__ = ("_buffer", "framing", "last_header")
+    A bad length prefix breaks the stream for good. The frames that arrived
+    whole before it are still returned (so their answers are not lost, and
+    the frames do not depend on how the stream was chunked); the
+    :class:`FramingError` is raised by that call when it found no frame
+    before the bad prefix, else by the next call to ``feed``.
+    """
+
+    __slots__ = ("_broken", "_buffer", "framing", "last_header")
 
     def __init__(self, framing: Framing | None = None) -> None:
         self.framing = framing or _DEFAULT
         self._buffer = bytearray()
+        self._broken: FramingError | None = None
         self.last_header = b""
 
     @property
@@ -107,6 +129,8 @@ class FrameDecoder:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self._broken is not None:
+            raise self._broken
         if data:
             self._buffer += data
         frames: list[bytes] = []
@@ -114,29 +138,43 @@ class FrameDecoder:
         prefix = self.framing.prefix_size
         header = len(self.framing.header)
         start = 0
-        while len(buf) - start >= prefix:
-            length = _decode_length(self.framing.kind, bytes(buf[start : start + prefix]))
-            if length > self.framing.max_frame:
-                head = bytes(buf[start : start + prefix + 16])
-                raise FramingError(
-                    f"frame length {length} exceeds the maximum of {self.framing.max_frame} "
-                    f"(arrived: {head.hex()}...)"
-                )
-            if length == 0:  # keep-alive
-                start += prefix
-                continue
-            if length < header:
-                raise FramingError(
-                    f"frame length {length} is shorter than the {header}-byte header"
-                )
-            end = start + prefix + length
-            if len(buf) < end:
-                break
-            body = start + prefix
-            if header:
-                self.last_header = bytes(buf[body : body + header])
-            frames.append(bytes(buf[body + header : end]))
-            start = end
-        if start:
+        try:
+            while len(buf) - start >= prefix:
+                length = self._length(bytes(buf[start : start + prefix + 16]))
+                if length == 0:  # keep-alive
+                    start += prefix
+                    continue
+                end = start + prefix + length
+                if len(buf) < end:
+                    break
+                body = start + prefix
+                if header:
+                    self.last_header = bytes(buf[body : body + header])
+                frames.append(bytes(buf[body + header : end]))
+                start = end
+        except FramingError as exc:
+            self._broken = exc
+            if not frames:
+                raise
+        finally:
             del buf[:start]
         return frames
+
+    def _length(self, arrived: bytes) -> int:
+        """The length the prefix at the start of ``arrived`` announces, checked."""
+        framing = self.framing
+        try:
+            length = _decode_length(framing.kind, arrived[: framing.prefix_size])
+            if length > framing.max_frame:
+                raise FramingError(
+                    f"frame length {length} exceeds the maximum of {framing.max_frame}"
+                )
+            if 0 < length < len(framing.header):
+                raise FramingError(
+                    f"frame length {length} is shorter than the {len(framing.header)}-byte header"
+                )
+        except FramingError as exc:
+            raise FramingError(
+                f"{exc} ({framing.kind} framing; arrived: {arrived.hex(' ')}...)"
+            ) from None
+        return length
