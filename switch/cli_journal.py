@@ -1,0 +1,426 @@
+"""``switch journal`` and ``switch report``: the two commands that read the journal.
+
+Presentation only: queries are switch.journal's, numbers are switch.report's.
+Every row printed goes through :func:`safe_row` (no encrypted PAN, masked
+form only). Exit codes: 0 success; 2 bad usage, or no journal where the
+config says it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from switch.cards import mask_pan
+from switch.cli_common import UsageError, config_option, echo_json, json_option, load
+from switch.journal import LEG_KINDS, STATES, Journal
+from switch.messages import response_code_meaning
+
+__all__ = ["journal", "report", "table"]
+
+_TIME_HELP = "ISO time (2024-05-01T10:00, naive = local), 15m / 2h / 7d ago, today, yesterday."
+
+
+def _journal_option(func: Any) -> Any:
+    return click.option(
+        "--journal",
+        "journal_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Journal file (default: switch.journal of the config).",
+    )(func)
+
+
+def _open_journal(config_path: Path, journal_path: Path | None) -> Journal:
+    path = journal_path or load(config_path).switch.journal
+    if not path.exists():
+        raise UsageError(
+            f"no journal at {path}: has the switch run with this config? (switch.journal)"
+        )
+    return Journal.open(path)
+
+
+def _time(text: str | None, option: str) -> int | None:
+    from switch.report import parse_time
+
+    if text is None:
+        return None
+    try:
+        return parse_time(text, dt.datetime.now(dt.UTC))
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def _local_time(us: int | None) -> str:
+    if us is None:
+        return "-"
+    return dt.datetime.fromtimestamp(us / 1e6).astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """Plain aligned columns; ``columns`` is (key, heading)."""
+    cells = [[("" if r.get(k) is None else str(r.get(k))) for k, _ in columns] for r in rows]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, (_, h) in enumerate(columns)]
+    lines = ["  ".join(h.ljust(w) for (_, h), w in zip(columns, widths, strict=True)).rstrip()]
+    for c in cells:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(
+        buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def safe_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A journal row fit for output: no encrypted PAN, masked form only."""
+    out = {k: v for k, v in row.items() if k != "pan_enc"}
+    if out.get("pan_masked"):
+        out["pan_masked"] = mask_pan(str(out["pan_masked"]))  # idempotent on masked values
+    return out
+
+
+# -- journal ------------------------------------------------------------------------
+
+_TXN_COLUMNS = (
+    ("time", "time"),
+    ("txn_id", "txn"),
+    ("mti", "mti"),
+    ("link", "network"),
+    ("terminal", "terminal"),
+    ("stan", "stan"),
+    ("rrn", "rrn"),
+    ("pan_masked", "card"),
+    ("amount_shown", "amount"),
+    ("response_code", "rc"),
+    ("state", "state"),
+    ("latency", "latency"),
+)
+_LEG_COLUMNS = (
+    ("time", "time"),
+    ("txn_id", "txn"),
+    ("leg", "leg"),
+    ("link", "link"),
+    ("mti", "mti"),
+    ("terminal", "terminal"),
+    ("stan", "stan"),
+    ("rrn", "rrn"),
+    ("pan_masked", "card"),
+    ("amount_shown", "amount"),
+    ("response_code", "rc"),
+    ("latency", "latency"),
+    ("note", "note"),
+)
+
+
+def _decorate(row: Mapping[str, Any]) -> dict[str, Any]:
+    from switch.report import format_amount
+
+    out = safe_row(row)
+    out["time"] = _local_time(row.get("created_us", row.get("time_us")))
+    amount = row.get("amount")
+    out["amount_shown"] = (
+        None if amount is None else format_amount(int(amount), row.get("currency"))
+    )
+    latency = row.get("latency_us")
+    out["latency"] = None if latency is None else f"{latency / 1000:.1f} ms"
+    return out
+
+
+def _emit(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]], fmt: str) -> None:
+    if fmt == "json":
+        echo_json([safe_row(r) for r in rows])
+    elif fmt == "csv":
+        safe = [safe_row(r) for r in rows]
+        names = list(safe[0]) if safe else [k for k, _ in columns]
+        click.echo(_csv(safe, names), nl=False)
+    elif rows:
+        click.echo(table([_decorate(r) for r in rows], columns))
+
+
+@click.group(invoke_without_command=True)
+@click.option("--rrn", default=None, help="Retrieval reference number (F37).")
+@click.option("--stan", default=None, help="The acquirer's STAN (F11).")
+@click.option("--terminal", default=None, help="Terminal id (F41).")
+@click.option("--merchant", default=None, help="Merchant id (F42).")
+@click.option("--pan", default=None, help="Masked PAN as shown, e.g. 411111******1111.")
+@click.option("--token", default=None, help="PAN token (keyed HMAC, from another row).")
+@click.option("--rc", "response_code", default=None, help="Response code (F39), e.g. 51.")
+@click.option("--state", type=click.Choice(STATES), default=None, help="Transaction state.")
+@click.option("--network", "link", default=None, help="Issuer link name, e.g. visa.")
+@click.option("--since", default=None, help=f"From this time. {_TIME_HELP}")
+@click.option("--until", default=None, help="Up to (not including) this time.")
+@click.option("--legs", "show_legs", is_flag=True, help="List legs instead of transactions.")
+@click.option(
+    "--leg",
+    "leg_kind",
+    type=click.Choice(LEG_KINDS),
+    default=None,
+    help="Only legs of this kind (implies --legs).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=50,
+    show_default=True,
+    help="Most rows, newest first.",
+)
+@_journal_option
+@config_option
+@json_option
+@click.option("--csv", "as_csv", is_flag=True, help="CSV output.")
+@click.pass_context
+def journal(
+    ctx: click.Context,
+    rrn: str | None,
+    stan: str | None,
+    terminal: str | None,
+    merchant: str | None,
+    pan: str | None,
+    token: str | None,
+    response_code: str | None,
+    state: str | None,
+    link: str | None,
+    since: str | None,
+    until: str | None,
+    show_legs: bool,
+    leg_kind: str | None,
+    limit: int,
+    journal_path: Path | None,
+    config_path: Path,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """Find transactions (or legs) in the journal; `journal show TXN` for one in full.
+
+    Filters combine with AND. A clear PAN given to --pan is masked first:
+    the journal only knows the masked form and the token.
+
+    \b
+    Example:
+        switch journal --pan 411111******1111 --since 1h
+        switch journal --rc 91 --json
+        switch journal show 3f2a9c1e0b7d4a55
+    """
+    ctx.ensure_object(dict)
+    ctx.obj.update(
+        config_path=config_path, journal_path=journal_path, as_json=as_json, as_csv=as_csv
+    )
+    if ctx.invoked_subcommand is not None:
+        return
+    if as_json and as_csv:
+        raise UsageError("choose one of --json and --csv")
+    filters: dict[str, Any] = {
+        "rrn": rrn,
+        "stan": stan,
+        "terminal": terminal,
+        "merchant": merchant,
+        "pan_masked": None if pan is None else mask_pan(pan),
+        "pan_token": token,
+        "response_code": response_code,
+        "link": link,
+        "since_us": _time(since, "--since"),
+        "until_us": _time(until, "--until"),
+    }
+    fmt = "json" if as_json else "csv" if as_csv else "table"
+    db = _open_journal(config_path, journal_path)
+    try:
+        if show_legs or leg_kind:
+            if state is not None:
+                filters["state"] = state
+            rows = db.find_legs(limit=limit, leg=leg_kind, **filters)
+            _emit(rows, _LEG_COLUMNS, fmt)
+        else:
+            rows = db.find_transactions(limit=limit, state=state, **filters)
+            _emit(rows, _TXN_COLUMNS, fmt)
+    finally:
+        db.close()
+    if fmt == "table":
+        what = "legs" if show_legs or leg_kind else "transactions"
+        click.echo(
+            f"{len(rows)} {what}"
+            + (f" (limit {limit}; --limit for more)" if len(rows) == limit else ""),
+            err=not rows,
+        )
+
+
+@journal.command("show")
+@click.argument("txn")
+@json_option
+@click.option("--csv", "as_csv", is_flag=True, help="CSV output (the legs).")
+@click.pass_context
+def journal_show(ctx: click.Context, txn: str, as_json: bool, as_csv: bool) -> None:
+    """Every leg of one transaction, with the time each took.
+
+    TXN is a transaction id or a unique prefix of one.
+
+    \b
+    Example:
+        switch journal show 3f2a9c1e
+        switch journal show 3f2a9c1e0b7d4a55 --json
+    """
+    opts = ctx.obj
+    as_json = as_json or opts["as_json"]
+    as_csv = as_csv or opts["as_csv"]
+    db = _open_journal(opts["config_path"], opts["journal_path"])
+    try:
+        matches = [
+            r[0]
+            for r in db.db.conn.execute(
+                "select txn_id from transactions where txn_id like ? limit 2",
+                (txn.replace("%", "").replace("_", "") + "%",),
+            )
+        ]
+        if not matches:
+            raise click.ClickException(f"no transaction {txn!r} in {db.path}")
+        if len(matches) > 1:
+            raise UsageError(f"{txn!r} matches more than one transaction: give more of the id")
+        row = db.transaction(matches[0])
+        assert row is not None
+        legs = db.legs_of(matches[0])
+        related = [
+            db.transaction(other)
+            for other in (row.get("original_txn"), row.get("reversed_by"))
+            if other and other != row["txn_id"]
+        ]
+    finally:
+        db.close()
+    if as_json:
+        echo_json({"transaction": safe_row(row), "legs": [safe_row(leg) for leg in legs]})
+        return
+    if as_csv:
+        safe = [safe_row(leg) for leg in legs]
+        click.echo(_csv(safe, list(safe[0]) if safe else ["leg"]), nl=False)
+        return
+    shown = _decorate(row)
+    rc = row.get("response_code")
+    click.echo(
+        f"transaction {row['txn_id']}  {row.get('mti')}  {shown['pan_masked'] or '-'}  "
+        f"{shown['amount_shown'] or '-'}  network {row.get('link') or '(switch)'}\n"
+        f"state {row.get('state')}  rc {rc or '-'}"
+        + (f" {response_code_meaning(rc)}" if rc else "")
+        + f"  auth {row.get('auth_code') or '-'}  latency {shown['latency'] or '-'}\n"
+        f"acquirer F41 {row.get('terminal')} F42 {row.get('merchant')} F11 {row.get('stan')} "
+        f"F37 {row.get('rrn')} F7 {row.get('f7')}; issuer F11 {row.get('issuer_stan') or '-'} "
+        f"F7 {row.get('issuer_f7') or '-'}"
+    )
+    for other in related:
+        if other is not None:
+            relation = "reverses" if other["txn_id"] == row.get("original_txn") else "reversed by"
+            click.echo(f"{relation} {other['txn_id']} ({other.get('mti')}, {other.get('state')})")
+    if not legs:
+        return
+    start = legs[0]["time_us"]
+    prev = start
+    out = []
+    for leg in legs:
+        out.append(
+            {
+                **_decorate(leg),
+                "at": f"+{(leg['time_us'] - start) / 1000:.1f} ms",
+                "step": f"{(leg['time_us'] - prev) / 1000:.1f} ms",
+            }
+        )
+        prev = leg["time_us"]
+    click.echo("")
+    click.echo(
+        table(
+            out,
+            [
+                ("at", "at"),
+                ("step", "step"),
+                ("leg", "leg"),
+                ("link", "link"),
+                ("mti", "mti"),
+                ("stan", "stan"),
+                ("rrn", "rrn"),
+                ("amount_shown", "amount"),
+                ("response_code", "rc"),
+                ("auth_code", "auth"),
+                ("state", "state"),
+                ("note", "note"),
+            ],
+        )
+    )
+
+
+# -- report -------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--since", default=None, help=f"Start of the period. {_TIME_HELP}")
+@click.option("--until", default=None, help="End of the period (not included).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "html"]),
+    default=None,
+    help="Output format (default: table, or html for an --out *.html).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of standard output.",
+)
+@_journal_option
+@config_option
+def report(
+    since: str | None,
+    until: str | None,
+    fmt: str | None,
+    out_path: Path | None,
+    journal_path: Path | None,
+    config_path: Path,
+) -> None:
+    """Traffic for a period: counts and amounts by network, merchant and response code.
+
+    Also the approval rate and latency p50/p95/p99. The HTML format is one
+    self-contained page with charts (transactions over time, latency
+    histogram, response codes) to open in any browser or mail on.
+
+    \b
+    Example:
+        switch report --since today
+        switch report --since 7d --format html --out report.html
+        switch report --since 2024-05-01 --until 2024-05-02 --format csv
+    """
+    from switch.report import gather, render_csv, render_json, render_table
+    from switch.report_html import render_html
+
+    since_us, until_us = _time(since, "--since"), _time(until, "--until")
+    if fmt is None:
+        fmt = (
+            "html"
+            if out_path is not None and out_path.suffix.lower() in (".html", ".htm")
+            else "table"
+        )
+    db = _open_journal(config_path, journal_path)
+    try:
+        data = gather(db, since_us=since_us, until_us=until_us)
+    finally:
+        db.close()
+    renderers = {
+        "table": render_table,
+        "csv": render_csv,
+        "json": render_json,
+        "html": render_html,
+    }
+    text = renderers[fmt](data)
+    if out_path is None:
+        click.echo(text, nl=not text.endswith("\n"))
+    else:
+        out_path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        click.echo(f"{fmt} report of {data.requests} requests written to {out_path}", err=True)
