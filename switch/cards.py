@@ -27,8 +27,15 @@ __all__ = [
 SCHEMES = ("visa", "mastercard", "maestro", "belkart", "unknown")
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def luhn_check_digit(partial: str) -> str:
-    """The digit that makes ``partial + digit`` pass Luhn."""
+    """The digit that makes ``partial + digit`` pass Luhn; ValueError unless digits."""
+    if not _digits(partial):
+        raise ValueError("Luhn needs a string of digits")
     total = 0
     for i, ch in enumerate(reversed(partial)):
         d = int(ch)
@@ -41,21 +48,21 @@ def luhn_check_digit(partial: str) -> str:
 
 
 def luhn_valid(pan: str) -> bool:
-    if not (12 <= len(pan) <= 19) or not pan.isdigit():
+    if not (12 <= len(pan) <= 19) or not _digits(pan):
         return False
     return luhn_check_digit(pan[:-1]) == pan[-1]
 
 
 def scheme(pan: str) -> str:
     """Card scheme from the BIN; total: every string gets one of SCHEMES."""
-    if not pan[:1].isdigit():
+    if not _digits(pan[:1]):
         return "unknown"
     if pan.startswith("9112"):
         return "belkart"
     if pan.startswith("4"):
         return "visa"
-    two = int(pan[:2]) if len(pan) >= 2 and pan[:2].isdigit() else -1
-    four = int(pan[:4]) if len(pan) >= 4 and pan[:4].isdigit() else -1
+    two = int(pan[:2]) if len(pan) >= 2 and _digits(pan[:2]) else -1
+    four = int(pan[:4]) if len(pan) >= 4 and _digits(pan[:4]) else -1
     if 51 <= two <= 55 or 2221 <= four <= 2720:
         return "mastercard"
     if two == 50 or 56 <= two <= 69:
@@ -70,24 +77,25 @@ def mask_pan(pan: str) -> str:
     return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
 
 
-_PAN_IN_TEXT = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+# Any run of 13 or more digits: a PAN glued to other digits must not slip out.
+_PAN_IN_TEXT = re.compile(r"(?<![0-9])[0-9]{13,}(?![0-9])")
 
 
 def mask_text(text: str) -> str:
-    """Mask every PAN-looking run of 13-19 digits in free text (log lines)."""
+    """Mask every PAN-looking run of 13 or more digits in free text (log lines)."""
     return _PAN_IN_TEXT.sub(lambda m: mask_pan(m.group(0)), text)
 
 
 def pan_token(pan: str, key: bytes) -> str:
     """Keyed HMAC-SHA256 of the PAN, hex, 32 characters: joins without the PAN."""
     mac = hmac.HMAC(key, hashes.SHA256())
-    mac.update(pan.encode("ascii"))
+    mac.update(pan.encode("utf-8"))
     return mac.finalize()[:16].hex()
 
 
 def expired(expiry_yymm: str, today: dt.date) -> bool:
     """True when the YYMM expiry date is before ``today``'s month."""
-    if len(expiry_yymm) != 4 or not expiry_yymm.isdigit():
+    if len(expiry_yymm) != 4 or not _digits(expiry_yymm):
         return True
     year, month = 2000 + int(expiry_yymm[:2]), int(expiry_yymm[2:])
     if not 1 <= month <= 12:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from specs import Ecommerce, Spec
 from switch.errors import CodecError
 
-__all__ = ["ROLES", "build_tlv", "parse_tlv", "read", "strip", "write"]
+__all__ = ["ROLES", "build_tlv", "mask_cvv2", "parse_tlv", "read", "strip", "write"]
 
 ROLES = ("cvv2", "eci", "cavv")
 
@@ -26,7 +26,7 @@ def parse_tlv(data: str, tag_length: int, length_digits: int) -> list[tuple[str,
     while pos < len(data):
         tag = data[pos : pos + tag_length]
         raw_len = data[pos + tag_length : pos + tag_length + length_digits]
-        if len(tag) < tag_length or len(raw_len) < length_digits or not raw_len.isdigit():
+        if len(tag) < tag_length or len(raw_len) < length_digits or not _digits(raw_len):
             raise CodecError(f"TLV element at offset {pos} has no valid tag/length")
         start = pos + tag_length + length_digits
         end = start + int(raw_len)
@@ -37,29 +37,44 @@ def parse_tlv(data: str, tag_length: int, length_digits: int) -> list[tuple[str,
     return out
 
 
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def build_tlv(items: list[tuple[str, str]], length_digits: int) -> str:
+    """Join (tag, value) pairs; CodecError when a value's length needs more digits."""
+    for tag, value in items:
+        if len(value) >= 10**length_digits:
+            raise CodecError(
+                f"TLV element {tag!r}: {len(value)} characters do not fit "
+                f"a {length_digits}-digit length"
+            )
     return "".join(f"{tag}{len(value):0{length_digits}d}{value}" for tag, value in items)
+
+
+def _items(eco: Ecommerce, message: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The TLV elements of the dialect's e-commerce field; errors name the field."""
+    data = message.get(eco.field)
+    if not data:
+        return []
+    try:
+        return parse_tlv(data, eco.tag_length, eco.length_digits)
+    except CodecError as exc:
+        raise CodecError(f"field {eco.field}: {exc}", field=eco.field) from None
 
 
 def read(spec: Spec, message: Mapping[str, str]) -> dict[str, str]:
     """The e-commerce values (by role) the message carries in ``spec``'s field."""
     eco = spec.ecommerce
-    if eco is None or not message.get(eco.field):
+    if eco is None:
         return {}
     by_tag = {tag: role for role, tag in eco.tags.items()}
-    try:
-        items = parse_tlv(message[eco.field], eco.tag_length, eco.length_digits)
-    except CodecError as exc:
-        raise CodecError(f"field {eco.field}: {exc}", field=eco.field) from None
-    return {by_tag[tag]: value for tag, value in items if tag in by_tag}
+    return {by_tag[tag]: value for tag, value in _items(eco, message) if tag in by_tag}
 
 
 def _others(eco: Ecommerce, message: Mapping[str, str]) -> list[tuple[str, str]]:
-    data = message.get(eco.field)
-    if not data:
-        return []
     ours = set(eco.tags.values())
-    return [(t, v) for t, v in parse_tlv(data, eco.tag_length, eco.length_digits) if t not in ours]
+    return [(t, v) for t, v in _items(eco, message) if t not in ours]
 
 
 def write(spec: Spec, message: dict[str, str], values: Mapping[str, str]) -> None:
@@ -83,3 +98,20 @@ def strip(spec: Spec, message: dict[str, str]) -> None:
         message[eco.field] = build_tlv(items, eco.length_digits)
     else:
         del message[eco.field]
+
+
+def mask_cvv2(spec: Spec, data: str) -> str:
+    """``data`` (the dialect's e-commerce field) with the CVV2 value as ``*``.
+
+    A field that does not parse as TLV is masked whole: we cannot tell where
+    the CVV2 is, and it must never be shown (PCI DSS 3.2).
+    """
+    eco = spec.ecommerce
+    if eco is None:
+        return data
+    try:
+        items = parse_tlv(data, eco.tag_length, eco.length_digits)
+    except CodecError:
+        return "*" * len(data)
+    cvv2 = eco.tags["cvv2"]
+    return build_tlv([(t, "*" * len(v) if t == cvv2 else v) for t, v in items], eco.length_digits)
