@@ -235,10 +235,10 @@ def send(
     if as_json:
         echo_json(
             {
-                "request": {k: display_value(k, v) for k, v in request.items()},
+                "request": {k: display_value(k, v, spec) for k, v in request.items()},
                 "answer": None
                 if answer is None
-                else {k: display_value(k, v) for k, v in answer.items()},
+                else {k: display_value(k, v, spec) for k, v in answer.items()},
                 "response_code": rc,
                 "meaning": None if rc is None else response_code_meaning(rc),
                 "latency_ms": latency_ms,
@@ -252,8 +252,8 @@ def send(
                 {
                     "field": key,
                     "name": spec.field_name(key),
-                    "request": display_value(key, request.get(key)),
-                    "answer": display_value(key, (answer or {}).get(key)),
+                    "request": display_value(key, request.get(key), spec),
+                    "answer": display_value(key, (answer or {}).get(key), spec),
                     "meaning": meaning,
                 }
             )
@@ -412,8 +412,8 @@ def replay(
                         "diff": [
                             {
                                 "field": d.field,
-                                "expected": display_value(d.field, d.expected),
-                                "got": display_value(d.field, d.got),
+                                "expected": display_value(d.field, d.expected, spec),
+                                "got": display_value(d.field, d.got, spec),
                                 "message": describe(d, spec),
                             }
                             for d in r.diffs

@@ -40,6 +40,7 @@ import specs
 from switch import codec
 from switch.cards import mask_pan, mask_text
 from switch.client import AcquirerClient, next_stan
+from switch.ecommerce import mask_cvv2
 from switch.errors import CodecError
 from switch.messages import response_code_meaning
 from switch.translate import transmission_time
@@ -70,7 +71,6 @@ _ORIGINAL = re.compile(r"^\*original:(\d+)$")
 _VOLATILE = frozenset({"7", "12", "13", "37", "38"})
 # Never shown in clear: track data, PIN block, ICC data, MAC.
 _SECRET_FIELDS = frozenset({"35", "36", "45", "52", "55", "64", "128"})
-_TLV = re.compile(r"([A-Z0-9]{2})(\d{3})")
 
 
 class TraceError(ValueError):
@@ -282,33 +282,24 @@ def prepare_request(
 # -- matching ---------------------------------------------------------------------
 
 
-def display_value(number: str, value: str | None) -> str | None:
-    """A field value safe to print: PAN masked, CVV2 and secrets hidden."""
+def display_value(number: str, value: str | None, spec: specs.Spec | None = None) -> str | None:
+    """A field value safe to print: PAN masked, CVV2 and secrets hidden.
+
+    With the dialect known, its e-commerce field shows everything but the
+    CVV2; without it, that field is hidden whole.
+    """
     if value is None:
         return None
     if number == "2":
         return mask_pan(value)
     if number in _SECRET_FIELDS:
         return "*" * min(len(value), 8)
-    if number == "48":
-        return _mask_tlv(value)
-    return mask_text(value)
-
-
-def _mask_tlv(value: str) -> str:
-    """F48 as tag(2) length(3) value: the CVV2 (tag C2) hidden, the rest shown."""
-    out, pos = [], 0
-    while pos < len(value):
-        m = _TLV.match(value, pos)
-        if m is None:
+    eco_field = spec.ecommerce.field if spec is not None and spec.ecommerce else "48"
+    if number == eco_field:
+        if spec is None or spec.ecommerce is None:
             return "*" * min(len(value), 8)
-        length = int(m.group(2))
-        if m.end() + length > len(value):
-            return "*" * min(len(value), 8)  # not TLV after all: show nothing of it
-        body = value[m.end() : m.end() + length]
-        out.append(m.group(0) + ("*" * len(body) if m.group(1) == "C2" else mask_text(body)))
-        pos = m.end() + length
-    return "".join(out)
+        return mask_text(mask_cvv2(spec, value))
+    return mask_text(value)
 
 
 def compare(
@@ -336,10 +327,10 @@ def compare(
 def describe(diff: FieldDiff, spec: specs.Spec | None = None) -> str:
     """One line of a field-level diff, safe to print."""
     name = f" ({spec.field_name(diff.field)})" if spec is not None else ""
-    got = display_value(diff.field, diff.got)
+    got = display_value(diff.field, diff.got, spec)
     reason = diff.reason
     if diff.expected not in MATCHERS:
-        reason = f"expected {display_value(diff.field, diff.expected)!r}"
+        reason = f"expected {display_value(diff.field, diff.expected, spec)!r}"
     elif diff.expected == ECHO:
         reason = "expected the request's value"
     text = f"{diff.field}{name}: {reason}, got {'(absent)' if got is None else repr(got)}"

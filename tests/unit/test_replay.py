@@ -175,7 +175,8 @@ def test_a_diff_on_the_pan_never_shows_it_in_clear() -> None:
 
 
 def test_display_hides_cvv2_inside_field_48_and_track_data() -> None:
-    assert display_value("48", "C2003123EC00205") == "C2003***EC00205"
+    assert display_value("48", "C2003123EC00205", SPEC) == "C2003***EC00205"
+    assert display_value("48", "C2003123") == "********"  # dialect unknown: hidden whole
     assert display_value("35", "4111111111111111=3012") == "********"
     assert display_value("2", "4111111111111111") == "411111******1111"
 
@@ -183,7 +184,7 @@ def test_display_hides_cvv2_inside_field_48_and_track_data() -> None:
 @given(st.from_regex(r"[0-9]{13,19}", fullmatch=True))
 def test_display_never_shows_a_pan_whatever_field_it_is_in(pan: str) -> None:
     for field in ("2", "37", "48", "44", "35"):
-        shown = display_value(field, pan) or ""
+        shown = display_value(field, pan, SPEC) or ""
         assert pan not in shown
         assert re.search(r"[0-9]{13,}", shown) is None
 
