@@ -1,43 +1,90 @@
 """The journal: every leg of every transaction, in SQLite, written by one task.
 
-Tables (sqlite-utils, WAL, synchronous=NORMAL):
+What this module owns: the journal schema, the rule by which legs update the
+``transactions`` table, the queries the daemon and the operator tools run, and
+the single writer (:class:`JournalWriter`) that commits legs in groups.
 
-``legs`` — one row per leg: id, txn_id, leg, time_us, link, mti, stan, rrn,
-f7, terminal, merchant, pan_masked, pan_token, pan_enc, amount (minor units),
-currency, processing_code, response_code, auth_code, latency_us,
-original_txn, state, note. Leg kinds: acquirer_in, issuer_out, issuer_in,
-acquirer_out, late, unmatched, saf_out, saf_in, recovered.
+Schema (one SQLite file, WAL, ``synchronous=NORMAL``; ``Journal.open`` creates
+it and is idempotent)::
 
-``transactions`` — one row per switch transaction with its final state:
-txn_id, created_us, updated_us, listener, link, mti, stan, rrn, f7,
-terminal, merchant, pan_masked, pan_token, amount, currency,
-processing_code, response_code, auth_code, state, issuer_stan, issuer_rrn,
-issuer_f7, latency_us, original_txn, reversed_by.
+    legs          one row per leg
+      id INTEGER PRIMARY KEY, txn_id, leg, time_us, link, mti, stan, rrn, f7,
+      terminal, merchant, pan_masked, pan_token, pan_enc BLOB, amount,
+      currency, processing_code, response_code, auth_code, latency_us,
+      original_txn, state, note
+      indexes: txn_id; (terminal, stan); rrn; pan_token; time_us; leg
 
-How a leg updates its transaction (``write_batch``, one SQL transaction per
-batch): the first leg creates the row from its descriptive fields; acquirer
-legs own the acquirer-side columns (stan, rrn, f7 are the acquirer's), issuer
-legs fill issuer_stan/issuer_rrn/issuer_f7 and the link; a leg's
-``response_code``/``auth_code`` on acquirer_out is what the acquirer heard;
-``state``, when set, becomes the transaction's state. A leg with
-``original_txn`` and a reversing state (reversed, partially_reversed,
-timed_out_reversed) also sets that state on the original and records the
-reversal in its ``reversed_by``.
+    transactions  one row per switch transaction, with its current state
+      txn_id PRIMARY KEY, created_us, updated_us, listener, link, mti, stan,
+      rrn, f7, terminal, merchant, pan_masked, pan_token, amount, currency,
+      processing_code, response_code, auth_code, state, issuer_stan,
+      issuer_rrn, issuer_f7, latency_us, original_txn, reversed_by
+      indexes: (terminal, stan); rrn; pan_token; created_us; state
+
+Times are wall-clock microseconds since the epoch, passed in by the caller
+(nothing here reads a clock). Amounts are minor units. Leg kinds are
+:data:`LEG_KINDS`, states are :data:`STATES`; anything else is refused.
+
+How a leg updates its transaction (``write_batch``, ONE SQL transaction per
+batch, legs applied in order):
+
+- The first leg of a ``txn_id`` creates the row (``created_us`` = its time,
+  state ``in_flight`` unless the leg sets one) with its descriptive fields.
+- Later legs fill descriptive columns that are still NULL (terminal,
+  merchant, masked PAN, token, amount, currency, processing code, mti,
+  original_txn) and always move ``updated_us`` forward.
+- Acquirer legs (``acquirer_in``/``acquirer_out``) own the acquirer side:
+  ``listener`` (the leg's link), ``stan`` and ``f7`` are the acquirer's F11
+  and F7; their ``rrn`` becomes the transaction's RRN (the acquirer's F37 or
+  the one the switch assigned). ``acquirer_out`` sets ``response_code`` and
+  ``auth_code``: the transaction shows what the acquirer heard.
+- Issuer legs (``issuer_out``/``issuer_in``) set ``link`` (the last issuer
+  link used) and fill ``issuer_stan``/``issuer_rrn``/``issuer_f7`` - the
+  values the issuer knows, which a reversal must quote. ``issuer_in`` fills
+  ``response_code``/``auth_code`` only while the acquirer answer is not yet
+  recorded.
+- SAF, late, unmatched and reversal legs change only ``state``,
+  ``latency_us`` and ``updated_us``: the issuer's answer to a reversal is not
+  the transaction's response code.
+- A leg's ``latency_us`` replaces the transaction's; a leg's ``state``
+  becomes the transaction's state.
+- Reversals: a leg with ``original_txn`` and a reversing state
+  (``reversed``, ``partially_reversed``, ``timed_out_reversed``) also sets
+  that state on the ORIGINAL transaction and records this leg's ``txn_id``
+  in the original's ``reversed_by``. So an acquirer reversal R of O ends
+  with R.state = O.state = "reversed" and O.reversed_by = R. Other states
+  (``reversal_pending``, ``declined``) do not touch the original. A SAF
+  reversal journaled on the original's own txn_id just sets its state.
+
+In doubt (:meth:`Journal.in_doubt`): a transaction whose ``issuer_out`` leg
+is committed, that has no ``issuer_in``, ``late`` or ``recovered`` leg, and
+whose state is still ``in_flight``. Every other state means the switch
+reached a decision, and where that decision owes the issuer a reversal
+(timed_out, reversal_pending) the daemon puts it in the SAF before the leg
+carrying the state is journaled. A ``recovered`` leg marks a transaction
+whose reversal crash recovery already queued, so a second restart does not
+report it again (the SAF's idempotent add would absorb it anyway).
 
 Never a clear PAN, CVV2, PIN block or track data: the PAN is masked (6+4),
 tokenised (keyed HMAC) and, on issuer-out legs only, AES-GCM encrypted for
-crash recovery; ``write_batch`` refuses free-text columns holding a 13-19
-digit run that passes Luhn.
+crash recovery. As defence in depth, ``write_batch`` (and the writer, before
+queueing) refuses a leg whose free-text columns (rrn, terminal, merchant,
+pan_masked, note) hold a 13-19 digit run that passes Luhn.
+
+Connections: queries use ``Journal.db`` (sqlite-utils); ``write_batch`` uses
+its own connection, so a reader never sees a half-written batch and the
+write-ahead promise ("committed") means visible to any other connection.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import sqlite_utils
 import trio
@@ -45,7 +92,16 @@ import trio
 from switch.cards import luhn_valid
 from switch.errors import JournalError
 
-__all__ = ["LEG_KINDS", "STATES", "Journal", "JournalWriter", "Leg"]
+__all__ = [
+    "LEG_KINDS",
+    "STATES",
+    "Journal",
+    "JournalWriter",
+    "Leg",
+    "LegFilters",
+    "TxnFilters",
+    "check_leg",
+]
 
 LEG_KINDS = (
     "acquirer_in",
@@ -72,11 +128,17 @@ STATES = (
     "reversal_pending",
 )
 _REVERSING = frozenset({"reversed", "partially_reversed", "timed_out_reversed"})
-_PAN_RUN = re.compile(r"\d{13,19}")
+_ACQUIRER_LEGS = frozenset({"acquirer_in", "acquirer_out"})
+_ISSUER_LEGS = frozenset({"issuer_out", "issuer_in"})
+# A PAN standing alone in text: 13-19 digits not glued to other digits.
+_PAN_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
+_TEXT_COLUMNS = ("rrn", "terminal", "merchant", "pan_masked", "note")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Leg:
+    """One message (or event) of a transaction, as journaled."""
+
     txn_id: str
     leg: str
     time_us: int
@@ -101,8 +163,12 @@ class Leg:
     note: str | None = None
 
 
-_LEG_COLUMNS = [f.name for f in fields(Leg)]
-_TXN_COLUMNS = {
+_LEG_COLUMNS = tuple(f.name for f in fields(Leg))
+_LEG_TYPES: dict[str, Any] = {
+    name: {"time_us": int, "amount": int, "latency_us": int, "pan_enc": bytes}.get(name, str)
+    for name in _LEG_COLUMNS
+}
+_TXN_COLUMNS: dict[str, Any] = {
     "txn_id": str,
     "created_us": int,
     "updated_us": int,
@@ -129,162 +195,130 @@ _TXN_COLUMNS = {
     "original_txn": str,
     "reversed_by": str,
 }
+_LEG_INDEXES = (["txn_id"], ["terminal", "stan"], ["rrn"], ["pan_token"], ["time_us"], ["leg"])
+_TXN_INDEXES = (["terminal", "stan"], ["rrn"], ["pan_token"], ["created_us"], ["state"])
+# Columns any later leg may fill while still NULL.
+_FILL = (
+    "terminal",
+    "merchant",
+    "pan_masked",
+    "pan_token",
+    "amount",
+    "currency",
+    "processing_code",
+    "mti",
+    "original_txn",
+)
+
+
+class TxnFilters(TypedDict, total=False):
+    """Filters of ``find_transactions`` (each ``column = value``; None means any).
+
+    ``since_us``/``until_us`` bound the creation time: since <= t < until.
+    """
+
+    rrn: str | None
+    stan: str | None
+    terminal: str | None
+    merchant: str | None
+    pan_masked: str | None
+    pan_token: str | None
+    response_code: str | None
+    state: str | None
+    link: str | None
+    mti: str | None
+    f7: str | None
+    since_us: int | None
+    until_us: int | None
+
+
+class LegFilters(TxnFilters, total=False):
+    """Filters of ``find_legs``: those of a transaction, plus the leg kind and txn id."""
+
+    leg: str | None
+    txn_id: str | None
+
+
+_TXN_FILTERS = frozenset(TxnFilters.__annotations__)
+_LEG_FILTERS = frozenset(LegFilters.__annotations__)
 
 
 def _holds_pan(text: str | None) -> bool:
     return bool(text) and any(luhn_valid(m) for m in _PAN_RUN.findall(text or ""))
 
 
-class Journal:
-    """Synchronous access to the journal file: the writer thread and queries."""
+def check_leg(leg: Leg) -> None:
+    """Refuse a leg the journal must not store; JournalError says why (never the value)."""
+    if leg.leg not in LEG_KINDS:
+        raise JournalError(f"unknown leg kind {leg.leg!r}")
+    if leg.state is not None and leg.state not in STATES:
+        raise JournalError(f"unknown transaction state {leg.state!r}")
+    for column in _TEXT_COLUMNS:
+        if _holds_pan(getattr(leg, column)):
+            raise JournalError(
+                f"leg {leg.leg} of {leg.txn_id}: {column} holds a card number in clear"
+            )
 
-    def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
-        self.db = db
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves; check_same_thread
+    # off because trio.to_thread may use a different worker thread each time.
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("pragma busy_timeout = 5000")
+    conn.execute("pragma journal_mode = wal")
+    conn.execute("pragma synchronous = NORMAL")
+    return conn
+
+
+class Journal:
+    """Synchronous access to the journal file: ``write_batch`` for the writer, and queries."""
+
+    def __init__(self, db: sqlite_utils.Database, writer: sqlite3.Connection, path: Path) -> None:
+        self.db = db  # queries (read connection)
         self.path = path
+        self._writer = writer
 
     @classmethod
     def open(cls, path: str | Path) -> Journal:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(p, check_same_thread=False, isolation_level=None)
-        conn.execute("pragma busy_timeout = 5000")
-        db = sqlite_utils.Database(conn)
-        db.enable_wal()
-        conn.execute("pragma synchronous = NORMAL")
-        journal = cls(db, p)
-        journal._schema()
-        return journal
-
-    def _schema(self) -> None:
-        legs = self.db.table("legs")
-        if not legs.exists():
-            cols: dict[str, Any] = {"id": int}
-            for f in fields(Leg):
-                cols[f.name] = {
-                    "time_us": int,
-                    "amount": int,
-                    "latency_us": int,
-                    "pan_enc": bytes,
-                }.get(f.name, str)
-            self.db.table("legs").create(cols, pk="id")
-            for idx in (
-                ["txn_id"],
-                ["terminal", "stan"],
-                ["rrn"],
-                ["pan_token"],
-                ["time_us"],
-                ["leg"],
-            ):
-                self.db.table("legs").create_index(idx, if_not_exists=True)
-        if not self.db.table("transactions").exists():
-            self.db.table("transactions").create(_TXN_COLUMNS, pk="txn_id")
-            for idx in (["terminal", "stan"], ["rrn"], ["pan_token"], ["created_us"], ["state"]):
-                self.db.table("transactions").create_index(idx, if_not_exists=True)
+        try:
+            db = sqlite_utils.Database(_connect(p))
+            _create_schema(db)
+            writer = _connect(p)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {p}: {exc}") from exc
+        return cls(db, writer, p)
 
     def close(self) -> None:
+        self._writer.close()
         self.db.conn.close()
 
     # -- writing ------------------------------------------------------------------
 
     def write_batch(self, legs: Sequence[Leg]) -> None:
+        """Insert ``legs`` and apply them to ``transactions`` in ONE SQL transaction."""
         for leg in legs:
-            if leg.leg not in LEG_KINDS:
-                raise JournalError(f"unknown leg kind {leg.leg!r}")
-            if any(_holds_pan(v) for v in (leg.rrn, leg.note, leg.terminal, leg.merchant)):
-                raise JournalError(f"leg {leg.leg} of {leg.txn_id} holds a card number in clear")
-        conn = self.db.conn
+            check_leg(leg)
+        if not legs:
+            return
+        conn = self._writer
         try:
-            conn.execute("begin")
+            # IMMEDIATE takes the write lock up front: no deadlock with the SAF's
+            # connection upgrading a read to a write on the same file.
+            conn.execute("begin immediate")
             conn.executemany(
-                f"insert into legs ({', '.join(_LEG_COLUMNS)}) values "
-                f"({', '.join('?' for _ in _LEG_COLUMNS)})",
+                f"insert into legs ({', '.join(_LEG_COLUMNS)}) "
+                f"values ({', '.join('?' for _ in _LEG_COLUMNS)})",
                 [tuple(getattr(leg, c) for c in _LEG_COLUMNS) for leg in legs],
             )
             for leg in legs:
-                self._apply(conn, leg)
+                _apply(conn, leg)
             conn.execute("commit")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("rollback")
             raise JournalError(f"journal write failed: {exc}") from exc
-
-    @staticmethod
-    def _apply(conn: sqlite3.Connection, leg: Leg) -> None:
-        acquirer = leg.leg.startswith("acquirer")
-        issuer = leg.leg in ("issuer_out", "issuer_in")
-        conn.execute(
-            "insert or ignore into transactions (txn_id, created_us, updated_us, listener, link,"
-            " mti, stan, rrn, f7, terminal, merchant, pan_masked, pan_token, amount, currency,"
-            " processing_code, state, original_txn) values (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                leg.txn_id,
-                leg.time_us,
-                leg.time_us,
-                leg.link if acquirer else None,
-                None if acquirer else leg.link,
-                leg.mti,
-                leg.stan if acquirer else None,
-                leg.rrn,
-                leg.f7 if acquirer else None,
-                leg.terminal,
-                leg.merchant,
-                leg.pan_masked,
-                leg.pan_token,
-                leg.amount,
-                leg.currency,
-                leg.processing_code,
-                "in_flight",
-                leg.original_txn,
-            ),
-        )
-        sets = ["updated_us = ?"]
-        args: list[Any] = [leg.time_us]
-        for col in (
-            "terminal",
-            "merchant",
-            "pan_masked",
-            "pan_token",
-            "amount",
-            "currency",
-            "processing_code",
-            "original_txn",
-        ):
-            value = getattr(leg, col)
-            if value is not None:
-                sets.append(f"{col} = coalesce({col}, ?)")
-                args.append(value)
-        if acquirer and leg.rrn:
-            sets.append("rrn = ?")
-            args.append(leg.rrn)
-        if issuer:
-            sets += [
-                "link = ?",
-                "issuer_stan = coalesce(issuer_stan, ?)",
-                "issuer_rrn = coalesce(issuer_rrn, ?)",
-                "issuer_f7 = coalesce(issuer_f7, ?)",
-                "rrn = coalesce(rrn, ?)",
-            ]
-            args += [leg.link, leg.stan, leg.rrn, leg.f7, leg.rrn]
-        if leg.leg == "acquirer_out":
-            sets += ["response_code = ?", "auth_code = ?"]
-            args += [leg.response_code, leg.auth_code]
-        elif leg.leg == "issuer_in" and leg.response_code:
-            sets.append("response_code = coalesce(response_code, ?)")
-            args.append(leg.response_code)
-        if leg.latency_us is not None:
-            sets.append("latency_us = ?")
-            args.append(leg.latency_us)
-        if leg.state:
-            sets.append("state = ?")
-            args.append(leg.state)
-        args.append(leg.txn_id)
-        conn.execute(f"update transactions set {', '.join(sets)} where txn_id = ?", args)
-        if leg.original_txn and leg.state in _REVERSING:
-            conn.execute(
-                "update transactions set state = ?, reversed_by = ?, updated_us = ? "
-                "where txn_id = ?",
-                (leg.state, leg.txn_id, leg.time_us, leg.original_txn),
-            )
 
     # -- queries ------------------------------------------------------------------
 
@@ -298,33 +332,24 @@ class Journal:
         return rows[0] if rows else None
 
     def legs_of(self, txn_id: str) -> list[dict[str, Any]]:
+        """Every leg of a transaction, in the order they happened."""
         return self._rows("select * from legs where txn_id = ? order by time_us, id", (txn_id,))
 
-    @staticmethod
-    def _where(filters: dict[str, Any], time_col: str) -> tuple[str, list[Any]]:
-        clauses, args = [], []
-        for col, value in filters.items():
-            if value is None:
-                continue
-            if col == "since_us":
-                clauses.append(f"{time_col} >= ?")
-            elif col == "until_us":
-                clauses.append(f"{time_col} < ?")
-            else:
-                clauses.append(f"{col} = ?")
-            args.append(value)
-        return (" where " + " and ".join(clauses)) if clauses else "", args
-
-    def find_transactions(self, *, limit: int = 100, **filters: Any) -> list[dict[str, Any]]:
-        where, args = self._where(filters, "created_us")
+    def find_transactions(
+        self, *, limit: int = 100, **filters: Unpack[TxnFilters]
+    ) -> list[dict[str, Any]]:
+        """Transactions matching every given filter (see :class:`TxnFilters`), newest first."""
+        where, args = _where(filters, "created_us", allowed=_TXN_FILTERS)
         return self._rows(
-            f"select * from transactions{where} order by created_us desc limit ?", [*args, limit]
+            f"select * from transactions{where} order by created_us desc, txn_id desc limit ?",
+            [*args, limit],
         )
 
-    def find_legs(self, *, limit: int = 100, **filters: Any) -> list[dict[str, Any]]:
-        where, args = self._where(filters, "time_us")
+    def find_legs(self, *, limit: int = 100, **filters: Unpack[LegFilters]) -> list[dict[str, Any]]:
+        """Legs matching every given filter (see :class:`LegFilters`), newest first."""
+        where, args = _where(filters, "time_us", allowed=_LEG_FILTERS)
         return self._rows(
-            f"select * from legs{where} order by time_us desc limit ?", [*args, limit]
+            f"select * from legs{where} order by time_us desc, id desc limit ?", [*args, limit]
         )
 
     def find_original(
@@ -336,23 +361,19 @@ class Journal:
         mti: str | None = None,
         rrn: str | None = None,
     ) -> dict[str, Any] | None:
-        """The acquirer request a reversal or duplicate refers to (newest first)."""
-        clauses = ["terminal = ?", "substr(mti, 1, 2) != '04'"]
-        args: list[Any] = [terminal]
-        if stan is not None:
-            clauses.append("stan = ?")
-            args.append(stan)
-        if f7 is not None:
-            clauses.append("f7 = ?")
-            args.append(f7)
-        if mti is not None:
-            clauses.append("mti = ?")
-            args.append(mti)
-        if rrn is not None:
-            clauses.append("rrn = ?")
-            args.append(rrn)
+        """The acquirer request a reversal or a duplicate refers to, newest first.
+
+        By F41 + F11 (+ F7) (+ MTI), or by F41 + F37. Reversal transactions
+        (MTI 04xx) are never an original. None when neither STAN nor RRN is given.
+        """
         if stan is None and rrn is None:
             return None
+        clauses = ["terminal = ?", "substr(mti, 1, 2) != '04'"]
+        args: list[Any] = [terminal]
+        for column, value in (("stan", stan), ("f7", f7), ("mti", mti), ("rrn", rrn)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
         rows = self._rows(
             f"select * from transactions where {' and '.join(clauses)} "
             "order by created_us desc limit 1",
@@ -361,52 +382,219 @@ class Journal:
         return rows[0] if rows else None
 
     def in_doubt(self) -> list[dict[str, Any]]:
-        """Requests that reached an issuer (issuer_out committed) with no recorded outcome."""
+        """Requests that reached an issuer (issuer_out committed) with no recorded outcome.
+
+        One row per transaction, oldest first, with its latest issuer_out leg's
+        issuer-side values (link, mti, stan, f7, rrn, amount, currency,
+        processing_code, terminal, merchant, pan_enc, pan_masked, pan_token)
+        and the transaction's ``original_txn``: enough to build a reversal.
+        (stan, f7, rrn are the issuer-side values; descriptive fields missing
+        on the leg come from the transaction row.)
+        """
         return self._rows(
             """
-            select o.txn_id, o.link, o.mti, o.stan, o.f7, o.rrn, o.amount, o.currency,
-                   o.processing_code, o.terminal, o.merchant, o.pan_enc, o.pan_masked,
-                   o.pan_token, t.original_txn
+            select o.txn_id, o.time_us, o.link, o.mti, o.stan, o.f7, o.rrn,
+                   coalesce(o.amount, t.amount) as amount,
+                   coalesce(o.currency, t.currency) as currency,
+                   coalesce(o.processing_code, t.processing_code) as processing_code,
+                   coalesce(o.terminal, t.terminal) as terminal,
+                   coalesce(o.merchant, t.merchant) as merchant,
+                   o.pan_enc,
+                   coalesce(o.pan_masked, t.pan_masked) as pan_masked,
+                   coalesce(o.pan_token, t.pan_token) as pan_token,
+                   t.original_txn, t.state
             from legs o join transactions t on t.txn_id = o.txn_id
-            where o.leg = 'issuer_out'
-              and t.state in ('in_flight')
+            where o.id = (select max(id) from legs l
+                          where l.txn_id = o.txn_id and l.leg = 'issuer_out')
+              and coalesce(t.state, 'in_flight') = 'in_flight'
               and not exists (select 1 from legs x where x.txn_id = o.txn_id
                               and x.leg in ('issuer_in', 'late', 'recovered'))
-            order by o.time_us
+            order by o.time_us, o.id
             """
         )
 
     def stats(self, since_us: int = 0) -> dict[str, Any]:
-        by_state = dict(
-            self.db.conn.execute(
-                "select state, count(*) from transactions where created_us >= ? group by state",
+        """Counts by state, response code and link, and latency percentiles (µs)."""
+        conn = self.db.conn
+
+        def counts(column: str) -> dict[str | None, int]:
+            return dict(
+                conn.execute(
+                    f"select {column}, count(*) from transactions where created_us >= ? "
+                    f"group by {column} order by {column}",
+                    (since_us,),
+                ).fetchall()
+            )
+
+        latencies = [
+            int(r[0])
+            for r in conn.execute(
+                "select latency_us from transactions where created_us >= ? "
+                "and latency_us is not null order by latency_us",
                 (since_us,),
-            ).fetchall()
-        )
-        by_code = dict(
-            self.db.conn.execute(
-                "select response_code, count(*) from transactions where created_us >= ? "
-                "group by response_code",
-                (since_us,),
-            ).fetchall()
-        )
-        return {"by_state": by_state, "by_response_code": by_code}
+            )
+        ]
+        total = conn.execute(
+            "select count(*) from transactions where created_us >= ?", (since_us,)
+        ).fetchone()[0]
+        return {
+            "since_us": since_us,
+            "transactions": int(total),
+            "by_state": counts("state"),
+            "by_response_code": counts("response_code"),
+            "by_link": counts("link"),
+            "latency_us": {
+                "count": len(latencies),
+                "p50": _percentile(latencies, 50),
+                "p90": _percentile(latencies, 90),
+                "p99": _percentile(latencies, 99),
+                "max": latencies[-1] if latencies else None,
+            },
+        }
 
     def count_legs(self) -> int:
         return int(self.db.conn.execute("select count(*) from legs").fetchone()[0])
 
 
+def _create_schema(db: sqlite_utils.Database) -> None:
+    # Create-if-missing, index-if-missing: opening is idempotent and repairs
+    # a file that lost an index.
+    legs = db.table("legs")
+    if not legs.exists():
+        legs.create({"id": int, **_LEG_TYPES}, pk="id")
+    for idx in _LEG_INDEXES:
+        legs.create_index(idx, if_not_exists=True)
+    txns = db.table("transactions")
+    if not txns.exists():
+        txns.create(_TXN_COLUMNS, pk="txn_id")
+    for idx in _TXN_INDEXES:
+        txns.create_index(idx, if_not_exists=True)
+
+
+def _apply(conn: sqlite3.Connection, leg: Leg) -> None:
+    """Upsert ``leg`` into its transaction row (the rules are in the module docstring)."""
+    acquirer = leg.leg in _ACQUIRER_LEGS
+    issuer = leg.leg in _ISSUER_LEGS
+    conn.execute(
+        "insert or ignore into transactions (txn_id, created_us, updated_us, state)"
+        " values (?, ?, ?, 'in_flight')",
+        (leg.txn_id, leg.time_us, leg.time_us),
+    )
+    sets = ["updated_us = max(coalesce(updated_us, 0), ?)"]
+    args: list[Any] = [leg.time_us]
+
+    def fill(column: str, value: Any) -> None:
+        if value is not None:
+            sets.append(f"{column} = coalesce({column}, ?)")
+            args.append(value)
+
+    def assign(column: str, value: Any) -> None:
+        if value is not None:
+            sets.append(f"{column} = ?")
+            args.append(value)
+
+    for column in _FILL:
+        fill(column, getattr(leg, column))
+    if acquirer:
+        fill("listener", leg.link)
+        fill("stan", leg.stan)
+        fill("f7", leg.f7)
+        assign("rrn", leg.rrn)
+    elif issuer:
+        assign("link", leg.link)
+        fill("issuer_stan", leg.stan)
+        fill("issuer_rrn", leg.rrn)
+        fill("issuer_f7", leg.f7)
+        fill("rrn", leg.rrn)
+    else:
+        fill("link", leg.link)
+    if leg.leg == "acquirer_out":
+        assign("response_code", leg.response_code)
+        assign("auth_code", leg.auth_code)
+    elif leg.leg == "issuer_in":
+        fill("response_code", leg.response_code)
+        fill("auth_code", leg.auth_code)
+    assign("latency_us", leg.latency_us)
+    assign("state", leg.state)
+    args.append(leg.txn_id)
+    conn.execute(f"update transactions set {', '.join(sets)} where txn_id = ?", args)
+    if leg.original_txn and leg.original_txn != leg.txn_id and leg.state in _REVERSING:
+        conn.execute(
+            "update transactions set state = ?, reversed_by = ?,"
+            " updated_us = max(coalesce(updated_us, 0), ?) where txn_id = ?",
+            (leg.state, leg.txn_id, leg.time_us, leg.original_txn),
+        )
+
+
+def _where(
+    filters: Mapping[str, Any], time_column: str, *, allowed: frozenset[str]
+) -> tuple[str, list[Any]]:
+    # Column names are checked against our own filter names: never SQL from a caller.
+    unknown = set(filters) - allowed
+    if unknown:
+        raise TypeError(f"unknown filter(s): {', '.join(sorted(unknown))}")
+    clauses, args = [], []
+    for name, value in filters.items():
+        if value is None:
+            continue
+        if name == "since_us":
+            clauses.append(f"{time_column} >= ?")
+        elif name == "until_us":
+            clauses.append(f"{time_column} < ?")
+        else:
+            clauses.append(f"{name} = ?")
+        args.append(value)
+    return (" where " + " and ".join(clauses)) if clauses else "", args
+
+
+def _percentile(ordered: Sequence[int], pct: float) -> int | None:
+    """Nearest-rank percentile of an ascending list."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+# -- the single writer (trio shell) --------------------------------------------------
+
+
+class _Waiter:
+    """A ``commit()`` caller waiting for its batch."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: JournalError | None = None
+
+    def fail(self, error: JournalError) -> None:
+        self.error = error
+        self.done.set()
+
+
+_Item = tuple[Leg, _Waiter | None]
+_QUEUE_LIMIT = 1_000_000
+
+
 class JournalWriter:
-    """The single writer: legs arrive on a channel and are committed in groups."""
+    """The single writer: legs arrive on a memory channel and are committed in groups.
+
+    Each loop takes what is queued (at least one leg, at most ``batch``,
+    never waiting to fill a batch), writes it with one thread hop, then wakes
+    the ``commit()`` callers of that batch. A write failure is sticky: the
+    failing batch's waiters and everything still queued get the JournalError,
+    later ``record``/``commit`` raise it, and ``run`` returns. A journal that
+    cannot write must stop the switch sending to issuers (write-ahead), not
+    retry into a failing disk. ``aclose`` flushes what is queued and stops.
+    """
 
     def __init__(self, journal: Journal, *, batch: int = 256) -> None:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
         self.journal = journal
         self.batch = batch
-        self._send, self._receive = trio.open_memory_channel[tuple[Leg, trio.Event | None]](
-            1_000_000
-        )
-        self._failed: JournalError | None = None
-        self._errors: dict[int, JournalError] = {}
+        self._send, self._receive = trio.open_memory_channel[_Item](_QUEUE_LIMIT)
+        self.failed: JournalError | None = None
         self.committed = 0
         self.batches = 0
         self._finished = trio.Event()
@@ -415,31 +603,41 @@ class JournalWriter:
     def queue_depth(self) -> int:
         return int(self._send.statistics().current_buffer_used)
 
-    def record(self, *legs: Leg) -> None:
-        """Enqueue without waiting (legs that need no write-ahead)."""
-        if self._failed is not None:
-            raise self._failed
+    def _enqueue(self, legs: Sequence[Leg], waiter: _Waiter | None) -> None:
+        if self.failed is not None:
+            raise self.failed
         for leg in legs:
-            self._send.send_nowait((leg, None))
+            check_leg(leg)  # a bad leg fails its caller, not a whole batch
+        try:
+            for i, leg in enumerate(legs):
+                self._send.send_nowait((leg, waiter if i == len(legs) - 1 else None))
+        except trio.WouldBlock:
+            raise JournalError(f"journal queue full ({_QUEUE_LIMIT} legs)") from None
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise self.failed or JournalError("journal writer is stopped") from None
+
+    def record(self, *legs: Leg) -> None:
+        """Enqueue without waiting (legs that need no write-ahead); never blocks."""
+        self._enqueue(legs, None)
 
     async def commit(self, *legs: Leg) -> None:
-        """Enqueue and wait until committed: the write-ahead rule."""
-        if self._failed is not None:
-            raise self._failed
-        done = trio.Event()
-        for leg in legs[:-1]:
-            self._send.send_nowait((leg, None))
-        self._send.send_nowait((legs[-1], done))
-        await done.wait()
-        error = self._errors.pop(id(done), None)
-        if error is not None:
-            raise error
+        """Enqueue and return once committed: the write-ahead rule. Raises JournalError."""
+        if not legs:
+            await trio.lowlevel.checkpoint()
+            return
+        waiter = _Waiter()
+        self._enqueue(legs, waiter)
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:
             await self._loop()
         finally:
+            # Cancelled, failed or closed: nobody is left waiting forever.
+            self._stop(self.failed or JournalError("journal writer stopped"))
             self._finished.set()
 
     async def _loop(self) -> None:
@@ -452,23 +650,36 @@ class JournalWriter:
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             legs = [leg for leg, _ in items]
-            error: JournalError | None = None
             try:
+                # Shielded: a batch handed to the thread is finished and its
+                # waiters told, even when the writer is being cancelled.
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(self.journal.write_batch, legs)
-                self.committed += len(legs)
-                self.batches += 1
-            except JournalError as exc:
-                error = exc
             except Exception as exc:
-                error = JournalError(f"journal write failed: {exc}")
-            for _, done in items:
-                if done is not None:
-                    if error is not None:
-                        self._errors[id(done)] = error
-                    done.set()
+                error = exc if isinstance(exc, JournalError) else JournalError(str(exc))
+                self.failed = JournalError(f"journal writer failed: {error}")
+                for _, waiter in items:
+                    if waiter is not None:
+                        waiter.fail(error)
+                return
+            self.committed += len(legs)
+            self.batches += 1
+            for _, waiter in items:
+                if waiter is not None:
+                    waiter.done.set()
+
+    def _stop(self, error: JournalError) -> None:
+        """Fail everything still queued and refuse new legs (no checkpoint: no race)."""
+        while True:
+            try:
+                _, waiter = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if waiter is not None:
+                waiter.fail(error)
+        self._receive.close()
 
     async def aclose(self) -> None:
-        """Stop taking legs; returns once every queued leg is committed."""
-        await self._send.aclose()
+        """Stop taking legs; return once every queued leg is committed (or failed)."""
+        self._send.close()
         await self._finished.wait()
