@@ -397,8 +397,15 @@ def reconcile(
     network: str,
     switch_records: Iterable[SwitchRecord],
     issuer_records: Iterable[IssuerRecord],
+    *,
+    window: tuple[int, int] | None = None,
 ) -> ReconResult:
-    """Classify every transaction of one network's business day."""
+    """Classify every transaction of one network's business day.
+
+    ``window`` is the day as [start, end) in µs: switch records outside it
+    (read with a margin, since the two sides' clocks stamp a request near
+    midnight a little apart) count only when the settlement file has them.
+    """
     result = ReconResult(network)
     by_key: dict[tuple[str, str], list[SwitchRecord]] = defaultdict(list)
     for s in switch_records:
@@ -426,6 +433,8 @@ def reconcile(
     sent_twice = _journal_duplicates(network, firsts)
     for s in firsts:
         candidates = issuer_by_key.pop(s.key, [])
+        if not candidates and window and not window[0] <= s.created_us < window[1]:
+            continue  # the neighbouring day's
         candidates.sort(key=lambda r: (r.request_time, r.line))
         if candidates:
             kind, found = _classify_pair(network, s, candidates[0])

@@ -383,3 +383,13 @@ def test_0500_answered_in_balance_or_out_of_balance() -> None:
 
 def test_0500_with_unreadable_totals_is_answered_30() -> None:
     assert answer_reconciliation({"t": "0500", "11": "000001"}, Totals())["39"] == "30"
+
+
+def test_switch_records_just_outside_the_day_count_only_when_the_issuer_has_them() -> None:
+    day = (1000, 2000)
+    before = sw(1, created_us=990)  # the issuer stamped it after midnight: its day
+    after = sw(2, created_us=2010)  # tomorrow's, not in this settlement file
+    inside = sw(3, created_us=1500, state="timed_out", response_code="91", issuer_code="")
+    result = reconcile("visa", [before, after, inside], [iss(1)], window=day)
+    assert result.clean
+    assert (result.counts["matched"], result.counts["no_money"]) == (1, 1)
