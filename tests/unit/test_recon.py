@@ -393,3 +393,36 @@ def test_switch_records_just_outside_the_day_count_only_when_the_issuer_has_them
     result = reconcile("visa", [before, after, inside], [iss(1)], window=day)
     assert result.clean
     assert (result.counts["matched"], result.counts["no_money"]) == (1, 1)
+
+
+def test_simulator_answers_0500_from_its_ledger_rows() -> None:
+    from simulators.cutover import answer, business_day
+
+    rows = [
+        {"mti": "0100", "rrn": "1", "stan": "000001", "amount": 1000, "currency": "933",
+         "processing_code": "000000", "response_code": "00", "reversed": 1, "reversed_amount": 400},
+        {"mti": "0100", "rrn": "2", "stan": "000002", "amount": 500, "currency": "933",
+         "processing_code": "200000", "response_code": "00", "reversed": 0, "reversed_amount": 0},
+        {"mti": "0400", "rrn": "1", "stan": "000003", "amount": 1000, "currency": "933",
+         "processing_code": "000000", "response_code": "00", "reversed": 0, "reversed_amount": 0},
+        {"mti": "0100", "rrn": "3", "stan": "000004", "amount": 70, "currency": "840",
+         "processing_code": "000000", "response_code": "00", "reversed": 0, "reversed_amount": 0},
+    ]  # fmt: skip
+    ours = Totals(
+        debits=1, debits_amount=1000, debit_reversals=1, debit_reversals_amount=400,
+        credits=1, credits_amount=500, authorizations=2,
+    )  # fmt: skip
+    request = reconciliation_request(
+        totals=ours,
+        currency="933",
+        business_day=dt.date(2024, 5, 1),
+        stan="000009",
+        now=dt.datetime(2024, 5, 2, tzinfo=dt.UTC),
+        institution_id="400001",
+    )
+    assert business_day(request) == "2024-05-01"
+    reply = answer(request, rows)
+    assert (reply["t"], reply["39"], reply["66"]) == ("0510", "00", IN_BALANCE)
+    assert from_fields(reply) == ours
+    assert answer({"t": "0500", "11": "000001"}, None)["39"] == "30"
+    assert business_day({"t": "0500", "73": "2405xx"}) is None
