@@ -1,0 +1,261 @@
+"""The issuer host: a trio TCP server speaking one network's spec and framing.
+
+Per connection: one reader that frames, decodes and *decides* each request as
+it arrives (in arrival order, the ledger row and balance change committed
+then), and one task per request that waits out any delay and sends the answer
+under the connection's send lock. Answers therefore go out of order, and a
+reversal sent while its original's answer is still delayed finds the original.
+
+Blast radius: a frame that does not decode is answered 30 when its MTI and
+F11 are readable (``switch.codec.salvage``); otherwise, like a frame over the
+size limit, it closes that connection with a logged reason. Other
+connections keep being served.
+
+Delays and silences: the card book's ``answer_delay`` (the 12-second card)
+and ``never_answers`` apply to authorizations and financial requests, and the
+configured faults (:mod:`simulators.faults`) to every request but network
+management. Neither changes the decision.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+import trio
+
+import specs
+from simulators import cardbook as cardbook_mod
+from simulators import faults
+from simulators.cardbook import NETWORKS, CardBook
+from simulators.decisions import (
+    Checks,
+    Decision,
+    answer_for,
+    decide,
+    decide_network_management,
+    decide_reversal,
+    format_error,
+)
+from simulators.ledger import Ledger
+from switch import codec, ecommerce
+from switch.cards import mask_pan, mask_text
+from switch.config import SimulatorConfig
+from switch.errors import CodecError, FramingError
+from switch.framing import FrameDecoder, Framing, encode_frame
+from switch.messages import F_PAN, F_STAN, is_request, is_reversal
+from switch.vault import Vault
+
+__all__ = ["Issuer", "Reply", "serve"]
+
+log = logging.getLogger("simulators.issuer")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    """What to do with one request once it is decided."""
+
+    answer: dict[str, str]
+    row_id: int | None = None
+    plan: faults.FaultPlan = field(default_factory=faults.FaultPlan)
+
+
+class _CloseConnection(Exception):
+    """The stream cannot be read on: close this connection (reason in the message)."""
+
+
+class Issuer:
+    """One simulated issuer: its card book, ledger, faults and counters."""
+
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        *,
+        vault: Vault,
+        cardbook: CardBook | None = None,
+        checks: Checks | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.spec = specs.load(config.spec)
+        self.framing = Framing(kind=config.framing, header=config.header)
+        self.network = config.name if config.name in NETWORKS else config.spec
+        book = cardbook or cardbook_mod.load(config.cardbook)
+        self.cards = book.network(self.network) if self.network in NETWORKS else book
+        self.checks = checks
+        self.rng = rng or random.Random()
+        self.ledger = Ledger.open(config.ledger, vault, self.cards)
+        self.answered: Counter[str] = Counter()
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    # -- the synchronous part: decode, decide, record --------------------------------
+
+    def on_frame(self, frame: bytes, now: dt.datetime) -> Reply | None:
+        """Decide one frame; None when nothing is to be answered. Raises _CloseConnection."""
+        try:
+            request = codec.decode(frame, self.spec)
+        except CodecError as exc:
+            readable = codec.salvage(exc)
+            if not (is_request(readable.get("t", "")) and readable.get(F_STAN)):
+                raise _CloseConnection(
+                    f"undecodable frame, no MTI and STAN to answer: {exc}"
+                ) from None
+            log.warning("%s: format error, answering 30: %s", self.network, mask_text(str(exc)))
+            decision = format_error(str(exc))
+            return Reply(answer=answer_for(readable, decision), row_id=None)
+        return self.on_request(request, now)
+
+    def on_request(self, request: dict[str, str], now: dt.datetime) -> Reply | None:
+        mti = request.get("t", "")
+        if not is_request(mti):
+            log.warning("%s: ignoring a %s that is not a request", self.network, mti)
+            return None
+        if mti[:2] == "08":
+            return Reply(answer=answer_for(request, decide_network_management(request)))
+        plan = faults.plan(self.config.faults, request, self.rng.random)
+        if is_reversal(mti):
+            row_id, decision = self.ledger.reverse(
+                request, now, lambda o: decide_reversal(request, o)
+            )
+        elif mti[:2] in ("01", "02"):
+            row_id, decision = self._authorize(request, now)
+            card = self.cards.get(request.get(F_PAN, ""))
+            if card is not None and (card.answer_delay or card.never_answers):
+                plan = faults.FaultPlan(
+                    delay=plan.delay + card.answer_delay,
+                    answer=plan.answer and not card.never_answers,
+                    close=plan.close,
+                    garble=plan.garble,
+                    copies=plan.copies,
+                    kinds=(*plan.kinds, "card"),
+                )
+        else:
+            decision = Decision(response_code="12", reason=f"MTI {mti} not handled by an issuer")
+            row_id = self.ledger.record(request, now, decision)
+        log.info(
+            "%s: %s stan %s %s -> %s (%s)",
+            self.network,
+            mti,
+            request.get(F_STAN, ""),
+            mask_pan(request.get(F_PAN, "")),
+            decision.response_code,
+            decision.reason,
+        )
+        return Reply(answer=answer_for(request, decision), row_id=row_id, plan=plan)
+
+    def _authorize(self, request: dict[str, str], now: dt.datetime) -> tuple[int, Decision]:
+        card = self.cards.get(request.get(F_PAN, ""))
+        try:
+            eco = ecommerce.read(self.spec, request)
+        except CodecError as exc:
+            return self.ledger.record(request, now, format_error(str(exc))), format_error(str(exc))
+        return self.ledger.authorize(
+            request,
+            now,
+            lambda state: decide(
+                request,
+                card,
+                state,
+                now=now,
+                network=self.network,
+                ecommerce=eco,
+                checks=self.checks,
+            ),
+        )
+
+    # -- the trio shell ----------------------------------------------------------------
+
+    async def serve_connection(self, stream: trio.abc.Stream) -> None:
+        peer = _peer(stream)
+        decoder = FrameDecoder(self.framing)
+        send_lock = trio.Lock()
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    async for data in stream:
+                        for frame in decoder.feed(bytes(data)):
+                            reply = self.on_frame(frame, dt.datetime.now(dt.UTC))
+                            if reply is not None:
+                                nursery.start_soon(self._answer, stream, send_lock, reply)
+                except (FramingError, _CloseConnection) as exc:
+                    log.warning(
+                        "%s: closing connection from %s: %s",
+                        self.network,
+                        peer,
+                        mask_text(str(exc)),
+                    )
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                nursery.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _answer(self, stream: trio.abc.Stream, send_lock: trio.Lock, reply: Reply) -> None:
+        plan = reply.plan
+        if plan.delay:
+            await trio.sleep(plan.delay)
+        if not plan.answer:
+            return
+        try:
+            if plan.close:
+                async with send_lock:
+                    await stream.aclose()
+                return
+            body = codec.encode(reply.answer, self.spec)
+            if plan.garble:
+                body = faults.garble(body)
+            frame = encode_frame(body, self.framing)
+            async with send_lock:
+                for _ in range(plan.copies):
+                    await stream.send_all(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        except CodecError as exc:
+            log.error("%s: cannot encode an answer: %s", self.network, mask_text(str(exc)))
+            return
+        self.answered[reply.answer.get("39", "")] += 1
+        if reply.row_id is not None:
+            self.ledger.answered(reply.row_id, dt.datetime.now(dt.UTC))
+
+
+def _peer(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    try:
+        host, port = sock.getpeername()[:2] if sock is not None else ("?", 0)
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
+
+
+async def serve(
+    config: SimulatorConfig,
+    *,
+    vault: Vault,
+    cardbook: CardBook | None = None,
+    checks: Checks | None = None,
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one issuer simulator until cancelled; reports its bound port (port 0 works)."""
+    issuer = Issuer(config, vault=vault, cardbook=cardbook, checks=checks, rng=rng)
+    try:
+        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+        port = int(listeners[0].socket.getsockname()[1])
+        log.info(
+            "simulator %s (%s, %s framing) listening on %s:%d",
+            config.name,
+            config.spec,
+            config.framing,
+            config.host,
+            port,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, issuer.serve_connection, listeners)
+            task_status.started(port)
+    finally:
+        issuer.close()
