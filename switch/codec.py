@@ -16,19 +16,28 @@ below so there is one place to read them:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import iso8583
 
 from specs import Spec
+from switch import ecommerce
+from switch.cards import mask_pan
 from switch.errors import CodecError
 from switch.messages import HANDLED_MTIS, MANDATORY_FIELDS, is_reversal
 
-__all__ = ["decode", "encode", "salvage", "validate"]
+__all__ = ["decode", "encode", "masked", "salvage", "validate"]
 
 _BITMAP_KEYS = ("p", "1")
 _READABLE = ("t", "11", "37", "41", "7", "42")
+# Shown masked (PCI DSS 3.3, 3.4): PANs as first 6 + last 4; track data as its
+# masked PAN and nothing else; PIN block and ICC data not at all.
+_PAN_FIELDS = frozenset({"2", "34"})
+_TRACK_FIELDS = frozenset({"35", "36", "45"})
+_SECRET_FIELDS = frozenset({"52", "55"})
+_TRACK_PAN = re.compile(r"^([A-Z]?)([0-9]{12,19})(.*)$", re.DOTALL)
 # Bad fields a salvage reads past before giving up (each costs one decode).
 _MAX_RELAXED = 4
 # Keys of a message that are not data elements of the spec.
@@ -190,3 +199,25 @@ def validate(message: Mapping[str, str], spec: Spec) -> None:
     amount = message.get("4")
     if amount is not None and len(amount) != 12:
         raise CodecError("field 4 (amount) must be 12 digits", field="4", partial=partial)
+
+
+def masked(message: Mapping[str, str], spec: Spec) -> dict[str, str]:
+    """A copy of ``message`` safe to show: PANs, track data, PIN, ICC and CVV2 hidden."""
+    eco_field = spec.ecommerce.field if spec.ecommerce else None
+    return {key: _mask_field(key, value, spec, eco_field) for key, value in message.items()}
+
+
+def _mask_field(key: str, value: str, spec: Spec, eco_field: str | None) -> str:
+    if key in _PAN_FIELDS:
+        return mask_pan(value)
+    if key in _TRACK_FIELDS:
+        found = _TRACK_PAN.match(value)
+        if found is None:
+            return "*" * len(value)
+        code, pan, rest = found.groups()
+        return code + mask_pan(pan) + "*" * len(rest)
+    if key in _SECRET_FIELDS:
+        return "*" * len(value)
+    if key == eco_field:
+        return ecommerce.mask_cvv2(spec, value)
+    return value

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import specs
 from specs import FieldDef, Spec
-from switch.codec import decode, encode, salvage, validate
+from switch.codec import decode, encode, masked, salvage, validate
 from switch.errors import CodecError
 
 SHIPPED = ("iso87ascii", "visa", "mastercard", "belkart")
@@ -258,3 +258,26 @@ def _round_trip(name: str) -> None:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_encode_then_decode_returns_the_message(name: str) -> None:
     _round_trip(name)
+
+
+# -- masking for display --------------------------------------------------------
+
+
+def test_masked_hides_card_data_and_keeps_the_rest() -> None:
+    message = REQUEST | {
+        "34": "5555555555554444",
+        "35": "4111111111111111D28121010000000000000",
+        "52": "1234567890ABCDEF",
+        "55": "9F2608AABBCCDDEEFF0011",
+        "48": "ZZ002abC2003123",
+    }
+    shown = masked(message, specs.load("iso87ascii"))
+    assert shown == message | {
+        "2": "411111******1111",
+        "34": "555555******4444",
+        "35": "411111******1111" + "*" * 21,
+        "52": "*" * 16,
+        "55": "*" * 22,
+        "48": "ZZ002abC2003***",
+    }
+    assert message["2"] == "4111111111111111"  # the caller's message is untouched
