@@ -6,6 +6,7 @@ Everything binds port 0 on loopback and reports its port through
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -108,7 +109,7 @@ async def network(
         sim_ports = {}
         for name, sim in base.simulators.items():
             sim_ports[name] = await nursery.start(
-                lambda ts, s=sim: serve_issuer(s, vault=vault, task_status=ts)
+                functools.partial(serve_issuer, sim, vault=vault)
             )
         config = parse_config(raw_config(tmp_path, sim_ports, faults, **issuer_overrides), tmp_path)
         server = Server(config)
