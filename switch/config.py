@@ -183,6 +183,11 @@ class _Table:
             raise ConfigError(f"{self.key(unknown[0])}: unknown key")
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _str(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -249,7 +254,7 @@ def _path_in(base: Path) -> Callable[[str, Any], Path]:
 def _endpoint(key: str, value: Any) -> Endpoint:
     text = _str(key, value)
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not _digits(port) or not 0 <= int(port) <= 65535:
         raise ConfigError(f'{key}: expected "host:port", got {value!r}')
     return Endpoint(host=host, port=int(port))
 
@@ -282,7 +287,7 @@ def _settings(t: _Table) -> SwitchSettings:
 
     def institution(key: str, value: Any) -> str:
         text = _str(key, value)
-        if not text.isdigit() or not 1 <= len(text) <= 11:
+        if not _digits(text) or not 1 <= len(text) <= 11:
             raise ConfigError(f"{key}: expected 1-11 digits (field 32), got {value!r}")
         return text
 
@@ -366,7 +371,7 @@ def _issuer(t: _Table, name: str, spec_dirs: tuple[Path, ...]) -> IssuerConfig:
 def check_route_prefix(key: str, prefix: str) -> str:
     """A route key is digits ("4", "9112") or a range of equal-width digits ("51-55")."""
     lo, sep, hi = prefix.partition("-")
-    ok = lo.isdigit() and (not sep or (hi.isdigit() and len(hi) == len(lo) and lo <= hi))
+    ok = _digits(lo) and (not sep or (_digits(hi) and len(hi) == len(lo) and lo <= hi))
     if not ok or len(lo) > 11:
         raise ConfigError(f'{key}: expected BIN digits like "4" or a range like "51-55"')
     return prefix
