@@ -161,13 +161,13 @@ def _emit(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]], fmt: s
 @click.option("--network", "link", default=None, help="Issuer link name, e.g. visa.")
 @click.option("--since", default=None, help=f"From this time. {_TIME_HELP}")
 @click.option("--until", default=None, help="Up to (not including) this time.")
-@click.option("--legs", "show_legs", is_flag=True, help="List legs instead of transactions.")
+@click.option("--legs", "show_legs", is_flag=True, help="Every leg of the matching transactions.")
 @click.option(
     "--leg",
     "leg_kind",
     type=click.Choice(LEG_KINDS),
     default=None,
-    help="Only legs of this kind (implies --legs).",
+    help="Only the legs of this kind (implies --legs).",
 )
 @click.option(
     "--limit",
@@ -236,21 +236,27 @@ def journal(
     fmt = "json" if as_json else "csv" if as_csv else "table"
     db = _open_journal(config_path, journal_path)
     try:
+        txns = db.find_transactions(limit=limit, state=state, **filters)
         if show_legs or leg_kind:
-            if state is not None:
-                filters["state"] = state
-            rows = db.find_legs(limit=limit, leg=leg_kind, **filters)
+            # The filters name the transaction (the acquirer's STAN, not the switch's
+            # issuer-side one): show every leg of each, oldest transaction first.
+            rows = [
+                leg
+                for txn in reversed(txns)
+                for leg in db.legs_of(txn["txn_id"])
+                if leg_kind is None or leg["leg"] == leg_kind
+            ]
             _emit(rows, _LEG_COLUMNS, fmt)
         else:
-            rows = db.find_transactions(limit=limit, state=state, **filters)
+            rows = txns
             _emit(rows, _TXN_COLUMNS, fmt)
     finally:
         db.close()
     if fmt == "table":
-        what = "legs" if show_legs or leg_kind else "transactions"
+        what = "legs of " if show_legs or leg_kind else ""
         click.echo(
-            f"{len(rows)} {what}"
-            + (f" (limit {limit}; --limit for more)" if len(rows) == limit else ""),
+            f"{len(rows) if what else ''}{' ' if what else ''}{what}{len(txns)} transactions"
+            + (f" (limit {limit}; --limit for more)" if len(txns) == limit else ""),
             err=not rows,
         )
 
@@ -259,8 +265,24 @@ def journal(
 @click.argument("txn")
 @json_option
 @click.option("--csv", "as_csv", is_flag=True, help="CSV output (the legs).")
+@_journal_option
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Path to switch.toml (default: the journal command's).",
+)
 @click.pass_context
-def journal_show(ctx: click.Context, txn: str, as_json: bool, as_csv: bool) -> None:
+def journal_show(
+    ctx: click.Context,
+    txn: str,
+    as_json: bool,
+    as_csv: bool,
+    journal_path: Path | None,
+    config_path: Path | None,
+) -> None:
     """Every leg of one transaction, with the time each took.
 
     TXN is a transaction id or a unique prefix of one.
@@ -273,7 +295,7 @@ def journal_show(ctx: click.Context, txn: str, as_json: bool, as_csv: bool) -> N
     opts = ctx.obj
     as_json = as_json or opts["as_json"]
     as_csv = as_csv or opts["as_csv"]
-    db = _open_journal(opts["config_path"], opts["journal_path"])
+    db = _open_journal(config_path or opts["config_path"], journal_path or opts["journal_path"])
     try:
         matches = [
             r[0]

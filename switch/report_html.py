@@ -71,13 +71,20 @@ def _when(us: int | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
 
 
 def _nice_max(value: int) -> int:
-    if value <= 5:
-        return max(1, value)
-    magnitude = 10 ** int(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        if value <= step * magnitude:
-            return int(step * magnitude)
-    return value
+    """The top of a y axis with four gridlines at whole, round numbers."""
+    step = 1
+    for magnitude in (1, 10, 100, 1000, 10_000, 100_000, 1_000_000):
+        for base in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7.5, 8):
+            if base * magnitude != int(base * magnitude):
+                continue
+            step = int(base * magnitude)
+            if step * 4 >= value:
+                return step * 4
+    return step * 4
+
+
+def _ms_label(value: float) -> str:
+    return f"{value / 1000:g}s" if value >= 1000 else f"{value:g}"
 
 
 # -- charts -----------------------------------------------------------------------
@@ -102,7 +109,7 @@ def _timeline_svg(report: Report) -> str:
         parts.append(
             f'<line x1="{left}" x2="{width - 12}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e7eaf0"/>'
         )
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{value:g}</text>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{value:.0f}</text>')
     fmt = "%H:%M:%S" if report.timeline_step_s < 60 else "%H:%M"
     if report.timeline_step_s >= 86400:
         fmt = "%m-%d"
@@ -165,7 +172,7 @@ def _histogram_svg(report: Report) -> str:
             f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e7eaf0"/>'
         )
         parts.append(
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{peak * i / 4:g}</text>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{peak * i / 4:.0f}</text>'
         )
     marks = {k: v for k, v in report.latency_ms.items() if k in ("p50", "p95", "p99") and v}
     for i, b in enumerate(shown):
@@ -173,7 +180,8 @@ def _histogram_svg(report: Report) -> str:
         h = plot_h * count / peak
         x = left + i * slot + slot * 0.08
         hi = b["to_ms"]
-        label = f"≥{b['from_ms']:g}" if math.isinf(float(hi)) else f"{b['from_ms']:g}\u2013{hi:g}"
+        lo_label = _ms_label(float(b["from_ms"]))
+        label = f">{lo_label}" if math.isinf(float(hi)) else f"≤{_ms_label(float(hi))}"
         in_bucket = [k for k, v in marks.items() if float(b["from_ms"]) <= float(v) < float(hi)]
         colour = _RED if float(b["from_ms"]) >= 1000 else _BLUE
         parts.append(
@@ -193,7 +201,7 @@ def _histogram_svg(report: Report) -> str:
             )
     parts.append(
         f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle">'
-        "milliseconds, acquirer in → acquirer out</text></svg>"
+        "ms (s = seconds), acquirer in → acquirer out</text></svg>"
     )
     return "".join(parts)
 
