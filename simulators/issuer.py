@@ -29,7 +29,7 @@ import trio
 
 import specs
 from simulators import cardbook as cardbook_mod
-from simulators import faults
+from simulators import cutover, faults
 from simulators.cardbook import NETWORKS, CardBook
 from simulators.decisions import (
     Checks,
@@ -117,6 +117,10 @@ class Issuer:
             return None
         if mti[:2] == "08":
             return Reply(answer=answer_for(request, decide_network_management(request)))
+        if mti[:2] == "05":  # cutover totals, never faulted (simulators.cutover)
+            day = cutover.business_day(request)
+            rows = self.ledger.settlement_rows(day) if day else None
+            return Reply(answer=cutover.answer(request, rows))
         plan = faults.plan(self.config.faults, request, self.rng.random)
         if is_reversal(mti):
             row_id, decision = self.ledger.reverse(
@@ -137,7 +141,7 @@ class Issuer:
         else:
             decision = Decision(response_code="12", reason=f"MTI {mti} not handled by an issuer")
             row_id = self.ledger.record(request, now, decision)
-        log.info(
+        log.debug(
             "%s: %s stan %s %s -> %s (%s)",
             self.network,
             mti,

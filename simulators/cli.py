@@ -1,0 +1,242 @@
+"""``switch sim ...``: the issuer simulators, their settlement files, the traffic generator.
+
+Parse, load config, call the library -- no logic here. Exit codes as for
+every ``switch`` command (switch.cli_common): 0 success, 1 the generator saw
+missing or mismatched answers, 2 a usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+from simulators import acquirer, settlement
+from simulators.issuer import serve
+from simulators.ledger import Ledger
+from switch.cli_common import UsageError, config_option, echo_json, json_option, load
+from switch.config import Config, SimulatorConfig
+from switch.errors import ConfigError
+from switch.vault import Vault
+
+__all__ = ["COMMANDS", "run_simulators", "sim"]
+
+
+@click.group()
+def sim() -> None:
+    """Issuer simulators (Visa, MasterCard, BELKART) and the acquirer traffic generator."""
+
+
+def _network_option(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--network",
+        "-n",
+        required=True,
+        help="Simulator name from [simulators.NAME] in the config (visa, mastercard, belkart).",
+    )(func)
+
+
+def _simulator(config: Config, network: str) -> SimulatorConfig:
+    try:
+        return config.simulators[network]
+    except KeyError:
+        known = ", ".join(config.simulators) or "none"
+        raise UsageError(f"no simulator named {network!r} in the config (known: {known})") from None
+
+
+def _setup_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=config.switch.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def run_simulators(sims: Sequence[SimulatorConfig], vault: Vault) -> None:
+    """Run ``sims`` in one process until SIGINT/SIGTERM, then stop cleanly."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            for config in sims:
+                port = await nursery.start(functools.partial(serve, config, vault=vault))
+                click.echo(f"simulator {config.name} listening on {config.host}:{port}")
+            async for signum in signals:
+                logging.getLogger("simulators").info("%s: stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def _run(config: Config, sims: Sequence[SimulatorConfig]) -> None:
+    _setup_logging(config)
+    try:
+        vault = Vault.load_or_create(config.switch.token_key_file)
+        trio.run(run_simulators, sims, vault)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    except BaseExceptionGroup as group:
+        bind_errors, rest = group.split(OSError)
+        if bind_errors is None or rest is not None:
+            raise
+        raise click.ClickException(f"cannot listen: {_first(bind_errors)}") from None
+
+
+def _first(group: BaseException) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
+
+
+@sim.command("issuer")
+@_network_option
+@click.option("--port", "-p", type=click.IntRange(0, 65535), help="Listen on this port instead.")
+@config_option
+def issuer_command(network: str, port: int | None, config_path: Path) -> None:
+    """Run one issuer simulator (Ctrl-C or SIGTERM stops it)."""
+    config = load(config_path)
+    one = _simulator(config, network)
+    if port is not None:
+        one = dataclasses.replace(one, port=port)
+    _run(config, [one])
+
+
+@sim.command("all")
+@config_option
+def all_command(config_path: Path) -> None:
+    """Run every simulator of the config in one process (Ctrl-C or SIGTERM stops them)."""
+    config = load(config_path)
+    if not config.simulators:
+        raise UsageError(f"{config_path}: no [simulators.NAME] tables")
+    _run(config, list(config.simulators.values()))
+
+
+@sim.command("settlement")
+@_network_option
+@click.option(
+    "--date",
+    "day",
+    required=True,
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Business day (UTC date of the requests), YYYY-MM-DD.",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the CSV here (default: standard output).",
+)
+@config_option
+def settlement_command(network: str, day: dt.datetime, out: Path | None, config_path: Path) -> None:
+    """Write one business day of a simulator's ledger as the settlement CSV."""
+    config = load(config_path)
+    one = _simulator(config, network)
+    if not one.ledger.exists():
+        raise UsageError(f"{one.ledger}: no ledger yet (has the {network} simulator run?)")
+    ledger = Ledger.open(one.ledger, Vault.load_or_create(config.switch.token_key_file))
+    try:
+        if out is None:
+            settlement.write_settlement(ledger, day.date().isoformat(), sys.stdout)
+            return
+        with out.open("w", newline="") as fh:
+            rows = settlement.write_settlement(ledger, day.date().isoformat(), fh)
+        click.echo(f"{rows} rows written to {out}", err=True)
+    finally:
+        ledger.close()
+
+
+@sim.command("acquirer")
+@click.option("--rate", type=float, help="Requests per second in total (omit: closed loop).")
+@click.option("--duration", type=float, default=10.0, show_default=True, help="Seconds to send.")
+@click.option("--connections", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--inflight",
+    type=click.IntRange(1),
+    help="Closed loop: requests outstanding at all times (default 2 per connection).",
+)
+@click.option(
+    "--mix",
+    help="Weights by kind, e.g. approve=60,decline=20,refund=5,reversal=10,echo=5,timeout=0.",
+)
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per answer.")
+@click.option("--host", help="Switch host (default: the config's first listener).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Switch port (default: from config).")
+@click.option("--seed", type=int, help="Seed the mix for a reproducible run.")
+@config_option
+@json_option
+def acquirer_command(
+    rate: float | None,
+    duration: float,
+    connections: int,
+    inflight: int | None,
+    mix: str | None,
+    timeout: float,
+    host: str | None,
+    port: int | None,
+    seed: int | None,
+    config_path: Path,
+    as_json: bool,
+) -> None:
+    """Send a realistic acquirer mix to the switch and check every answer.
+
+    Exit 1 if any answer is missing (timeout) or does not match its request.
+    """
+    try:
+        weights = acquirer.parse_mix(mix)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    framing = "2b"
+    if host is None or port is None:
+        listener = load(config_path).listeners[0]
+        host = host or listener.host
+        port = port or listener.port
+        framing = listener.framing
+    try:
+        result = trio.run(
+            functools.partial(
+                acquirer.run_load,
+                host,
+                port,
+                rate=rate,
+                duration=duration,
+                connections=connections,
+                mix=weights,
+                inflight=inflight,
+                timeout=timeout,
+                framing=framing,
+                seed=seed,
+            )
+        )
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach the switch at {host}:{port}: {exc}") from None
+    summary = result.summary()
+    if as_json:
+        echo_json(summary)
+    else:
+        _print_summary(summary)
+    if not result.ok:
+        sys.exit(1)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    lat = summary["latency_ms"]
+    click.echo(
+        f"sent {summary['sent']}  answered {summary['answered']}  timeouts {summary['timeouts']}  "
+        f"mismatches {summary['mismatches']}  in {summary['elapsed_s']} s "
+        f"({summary['rate_per_s']}/s)"
+    )
+    click.echo(f"latency ms: {lat}")
+    click.echo(f"by response code: {summary['by_response_code']}")
+    click.echo(f"by kind: {summary['by_kind']}")
+    for line in summary["first_mismatches"]:
+        click.echo(f"MISMATCH {line}")
+    click.echo("PASS" if summary["ok"] else "FAIL")
+
+
+COMMANDS = [sim]
