@@ -1,0 +1,231 @@
+"""The single journal writer: group commit, write-ahead, failure, flush, and the SAF beside it.
+
+Real SQLite files; every test under an absolute ``trio.fail_after``; no sleeps.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from switch.errors import JournalError
+from switch.journal import Journal, JournalWriter, Leg
+from switch.saf import SafStore
+
+T0 = 1_700_000_000_000_000
+
+
+def leg(txn: str, kind: str = "acquirer_in", **kw: object) -> Leg:
+    return Leg(txn_id=txn, leg=kind, time_us=T0, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    return Journal.open(tmp_path / "var" / "journal.db")
+
+
+@pytest.fixture
+async def writer(journal: Journal) -> AsyncIterator[JournalWriter]:
+    w = JournalWriter(journal, batch=64)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(w.run)
+        yield w
+        await w.aclose()
+    journal.close()
+
+
+async def test_concurrent_legs_are_committed_in_far_fewer_batches(
+    writer: JournalWriter, journal: Journal
+) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for i in range(100):
+                # 100 tasks: 9 legs recorded without waiting, the 10th committed.
+                async def client(i: int = i) -> None:
+                    writer.record(*(leg(f"t{i}-{j}") for j in range(9)))
+                    await writer.commit(leg(f"t{i}-9"))
+
+                nursery.start_soon(client)
+    assert writer.committed == journal.count_legs() == 1000
+    assert writer.batches < 1000
+    assert writer.queue_depth == 0
+
+
+async def test_a_batch_never_exceeds_its_size(writer: JournalWriter, journal: Journal) -> None:
+    with trio.fail_after(10):
+        writer.record(*(leg(f"t{i}") for i in range(640)))
+        await writer.commit(leg("last"))
+    assert writer.batches >= 11  # 641 legs, at most 64 per batch
+    assert journal.count_legs() == 641
+
+
+async def test_commit_returns_once_another_connection_can_read_the_leg(
+    writer: JournalWriter, journal: Journal
+) -> None:
+    other = sqlite3.connect(journal.path)
+    try:
+        with trio.fail_after(10):
+            await writer.commit(
+                leg("t1"), leg("t1", "issuer_out", link="visa", stan="900001", pan_enc=b"x")
+            )
+            # No checkpoint between commit() returning and this read.
+            rows = other.execute(
+                "select leg, stan, pan_enc from legs where txn_id = 't1' order by id"
+            ).fetchall()
+            assert rows == [("acquirer_in", None, None), ("issuer_out", "900001", b"x")]
+    finally:
+        other.close()
+
+
+async def test_a_bad_leg_fails_its_caller_not_the_batch(
+    writer: JournalWriter, journal: Journal
+) -> None:
+    with trio.fail_after(10):
+        writer.record(leg("good"))
+        with pytest.raises(JournalError, match="card number"):
+            writer.record(leg("bad", note="pan 4111111111111111"))
+        with pytest.raises(JournalError, match="leg kind"):
+            await writer.commit(leg("bad", "sideways"))
+        await writer.commit(leg("also_good"))
+    assert journal.count_legs() == 2
+    assert writer.failed is None
+
+
+async def test_a_write_failure_reaches_every_waiter_as_journal_error(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "journal.db")
+    writer = JournalWriter(journal)
+    other = sqlite3.connect(journal.path)
+    other.execute("drop table legs")  # the disk is gone, as far as the writer can tell
+    other.close()
+    failures: list[str] = []
+
+    async def waiter(i: int) -> None:
+        try:
+            await writer.commit(leg(f"t{i}"))
+        except JournalError as exc:
+            failures.append(str(exc))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for i in range(5):
+                nursery.start_soon(waiter, i)
+            await trio.testing.wait_all_tasks_blocked()
+            await nursery.start(writer.run)
+        # run() returned on its own: the failure is sticky.
+    assert len(failures) == 5
+    assert all("no such table" in f for f in failures)
+    with pytest.raises(JournalError):
+        writer.record(leg("after"))
+    with pytest.raises(JournalError):
+        await writer.commit(leg("after"))
+    journal.close()
+
+
+async def test_waiters_are_failed_not_hung_when_the_writer_is_cancelled(
+    journal: Journal,
+) -> None:
+    writer = JournalWriter(journal)
+    outcome: list[BaseException] = []
+
+    async def waiter() -> None:
+        try:
+            await writer.commit(leg("t1"))
+        except JournalError as exc:
+            outcome.append(exc)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await writer.run()
+    assert len(outcome) == 1
+    with pytest.raises(JournalError, match="stopped"):
+        writer.record(leg("t2"))
+    journal.close()
+
+
+async def test_aclose_flushes_everything_queued(journal: Journal) -> None:
+    writer = JournalWriter(journal, batch=16)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            writer.record(*(leg(f"t{i}") for i in range(500)))
+            assert writer.queue_depth > 0
+            await writer.aclose()
+            assert writer.committed == 500
+        # run() has returned: the nursery closed without a cancel.
+    assert journal.count_legs() == 500
+    with pytest.raises(JournalError, match="stopped"):
+        writer.record(leg("late"))
+    journal.close()
+
+
+async def test_commit_of_nothing_returns(writer: JournalWriter) -> None:
+    with trio.fail_after(10):
+        await writer.commit()
+    assert writer.batches == 0
+
+
+async def test_in_doubt_after_a_crash_between_issuer_out_and_answer(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    journal = Journal.open(path)
+    writer = JournalWriter(journal)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            await writer.commit(
+                leg("t1", link="gw", mti="0100", stan="000001", terminal="TERM0001"),
+                leg("t1", "issuer_out", link="visa", mti="0100", stan="900001", pan_enc=b"s"),
+            )
+            # kill -9: nothing more is written, nothing is closed cleanly.
+            nursery.cancel_scope.cancel()
+    restarted = Journal.open(path)
+    [row] = restarted.in_doubt()
+    assert (row["txn_id"], row["link"], row["stan"], row["pan_enc"]) == (
+        "t1",
+        "visa",
+        "900001",
+        b"s",
+    )
+    restarted.close()
+    journal.close()
+
+
+async def test_saf_and_journal_writer_share_the_file_under_load(
+    writer: JournalWriter, journal: Journal
+) -> None:
+    store = SafStore.open(journal.path)
+
+    def queue_reversals(start: int) -> None:
+        for i in range(start, start + 50):
+            store.add(
+                txn_id=f"t{i}",
+                link="visa",
+                message={"t": "0400", "11": "900001"},
+                pan_enc=b"s",
+                now_us=T0 + i,
+                expire_after_s=60,
+            )
+
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for start in (0, 50, 100, 150):
+                    nursery.start_soon(trio.to_thread.run_sync, queue_reversals, start)
+                for i in range(200):
+                    nursery.start_soon(
+                        writer.commit, leg(f"t{i}", "acquirer_out", state="timed_out")
+                    )
+        assert store.depth("visa") == 200
+        assert journal.count_legs() == 200
+        assert len(journal.find_transactions(state="timed_out", limit=1000)) == 200
+        assert [e.txn_id for e in store.due("visa", T0 + 2)] == ["t0", "t1", "t2"]
+    finally:
+        store.close()
