@@ -181,7 +181,7 @@ def encode(
             raise UsageError(f"field {key} given twice")
         message[key] = value
     try:
-        data = codec.encode(message, spec)
+        data = codec.encode(message, spec, strict=True)
         if frame:
             data = encode_frame(data, Framing(kind=frame))
     except (CodecError, FramingError) as exc:

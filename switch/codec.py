@@ -127,17 +127,22 @@ def salvage(error: CodecError) -> dict[str, str]:
     return {k: v for k, v in error.partial.items() if k in _READABLE}
 
 
-def encode(message: Mapping[str, str], spec: Spec) -> bytes:
+def encode(message: Mapping[str, str], spec: Spec, *, strict: bool = False) -> bytes:
     """Encode ``message`` for ``spec``; CodecError naming the field it cannot carry.
 
-    Beyond pyiso8583 we refuse what it would silently drop or mangle: keys that
-    are not fields of the spec (``"x"``, ``"129"``; ``"65"``, which pyiso8583
-    4.x treats as the tertiary bitmap), values that are not strings, and
-    numeric elements that are not digits (packed BCD would take ``AB`` as hex).
+    Beyond pyiso8583 we refuse what it would silently drop: keys that are not
+    fields of the spec (``"x"``, ``"129"``; ``"65"``, which pyiso8583 4.x
+    treats as the tertiary bitmap) and values that are not strings.
+
+    Content the wire can carry is carried, even when :func:`validate` would
+    refuse it at the other end (letters in a numeric field: a test tool must
+    be able to send a format error). ``strict=True`` refuses numeric elements
+    that are not digits too, which packed BCD would otherwise take as hex
+    nibbles; ``switch encode`` uses it.
     """
     partial = {k: v for k, v in message.items() if k in _READABLE}
     for key, value in message.items():
-        problem = _cannot_carry(spec, key, value)
+        problem = _cannot_carry(spec, key, value, strict)
         if problem:
             raise CodecError(
                 f"cannot encode for {spec.name}: {problem}", field=key, partial=partial
@@ -158,7 +163,7 @@ def encode(message: Mapping[str, str], spec: Spec) -> bytes:
     return bytes(raw)
 
 
-def _cannot_carry(spec: Spec, key: str, value: object) -> str | None:
+def _cannot_carry(spec: Spec, key: str, value: object, strict: bool) -> str | None:
     if not isinstance(value, str):
         return f"field {key}: expected a string, got {type(value).__name__}"
     if key in _NON_FIELDS:
@@ -166,7 +171,7 @@ def _cannot_carry(spec: Spec, key: str, value: object) -> str | None:
     fd = spec.fields.get(key)
     if fd is None or key == "65":
         return f"field {key!r} is not a data element of this spec"
-    if fd.numeric and not _digits(value):
+    if strict and fd.numeric and not _digits(value):
         return f"field {_describe(spec, key)} must be digits"
     return None
 

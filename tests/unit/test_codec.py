@@ -138,8 +138,6 @@ def test_encode_never_mutates_the_callers_message(name: str) -> None:
         ({"x": "1"}, "x", "not a data element"),
         ({"129": "1"}, "129", "not a data element"),
         ({"65": "00" * 8}, "65", "not a data element"),
-        ({"3": "00000A"}, "3", "must be digits"),
-        ({"3": "00000²"}, "3", "must be digits"),
         ({"4": "1"}, "4", "expecting 12"),
         ({"41": "TERMINAL9"}, "41", "expecting 8"),
     ],
@@ -150,6 +148,23 @@ def test_encode_refuses_what_the_wire_cannot_carry(
     with pytest.raises(CodecError, match=problem) as caught:
         encode(REQUEST | changes, specs.load("visa"))
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize("value", ["00000A", "00000²"])
+def test_strict_encode_refuses_a_numeric_field_that_is_not_digits(value: str) -> None:
+    with pytest.raises(CodecError, match=r"field 3 \(Processing Code\) must be digits"):
+        encode(REQUEST | {"3": value}, specs.load("visa"), strict=True)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_letters_in_a_numeric_field_are_carried_for_the_receiver_to_refuse(name: str) -> None:
+    spec = specs.load(name)
+    bad = REQUEST | {"4": "00000000ABCD"}
+    received = decode(encode(bad, spec), spec)
+    assert received == bad
+    with pytest.raises(CodecError) as caught:
+        validate(received, spec)
+    assert caught.value.field == "4"
 
 
 def test_encode_refuses_values_that_are_not_strings() -> None:
