@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
+from simulators.ledger import Ledger
 from switch import recon_io
 from switch.client import build_request
 from switch.config import Config
@@ -23,9 +23,6 @@ from switch.journal import Journal
 from switch.recon import SETTLEMENT_COLUMNS, IssuerRecord, parse_settlement
 from switch.recon_report import Report
 from tests.integration.netfixture import Network, network
-
-pytest.importorskip("simulators.issuer")
-from simulators.ledger import Ledger  # noqa: E402
 
 NETWORKS = ("visa", "mastercard", "belkart")
 
