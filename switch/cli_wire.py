@@ -98,7 +98,7 @@ def _field_order(key: str) -> tuple[int, int]:
 @_frame_option("Strip this length prefix first.")
 @click.option("--show-pan", is_flag=True, help="Show PAN, track, PIN, ICC and CVV2 in clear.")
 @json_option
-@click.argument("hex_digits", metavar="HEX", nargs=-1)
+@click.argument("hex_digits", metavar="[HEX]...", nargs=-1)
 def decode(
     spec_name: str,
     spec_dirs: tuple[Path, ...],
@@ -115,7 +115,7 @@ def decode(
 
     \b
     Example:
-        switch decode --spec iso87ascii 30313030 3230...
+        switch decode --spec visa 0800 8020000000000000 0400000000000000 000001 0301
         switch encode --spec visa --mti 0800 11=000001 70=301 | switch decode --spec visa
     """
     spec = _load_spec(spec_name, spec_dirs)

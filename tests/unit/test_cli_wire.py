@@ -219,6 +219,13 @@ def test_unknown_spec_is_a_usage_error_listing_the_available_ones(command: str) 
     assert "unknown spec 'amex'; available: belkart, iso87ascii, mastercard, visa" in result.stderr
 
 
+def test_the_decode_help_example_decodes() -> None:
+    example = "0800 8020000000000000 0400000000000000 000001 0301"
+    assert "switch decode --spec visa " + example in _run("decode", "--help").stdout
+    result = _run("decode", "--spec", "visa", "--json", *example.split())
+    assert json.loads(result.stdout) == {"t": "0800", "11": "000001", "70": "301"}
+
+
 @pytest.mark.parametrize("command", ["decode", "encode"])
 def test_help_has_an_example(command: str) -> None:
     result = _run(command, "--help")
