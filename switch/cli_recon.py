@@ -9,6 +9,7 @@ unreadable journal or settlement file, issuer host unreachable for cutover).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import sys
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from switch.cli_common import UsageError, config_option, json_option, load
 from switch.config import Config
 from switch.errors import SwitchError
 from switch.journal import Journal
-from switch.recon import IssuerRecord
+from switch.recon import IssuerRecord, parse_settlement
 from switch.saf import SafStore
+from switch.vault import Vault
 
 __all__ = ["COMMANDS", "recon"]
 
@@ -47,17 +49,23 @@ def _settlement_paths(
 
 
 def _from_ledger(config: Config, network: str, day: dt.date) -> list[IssuerRecord] | None:
-    """The settlement records straight from the simulator's ledger, when the simulators exist."""
+    """The settlement straight from the simulator's ledger (None: no simulator, no ledger)."""
     try:
-        from simulators.settlement import settlement_csv  # type: ignore[import-not-found]
+        from simulators.ledger import Ledger
+        from simulators.settlement import write_settlement
     except ImportError:
         return None
     sim = config.simulators.get(network)
     if sim is None or not sim.ledger.exists():
         return None
-    from switch.recon import parse_settlement
-
-    return parse_settlement(settlement_csv(sim.ledger, day).splitlines())
+    ledger = Ledger.open(sim.ledger, Vault.ephemeral())  # reading needs no keys
+    try:
+        text = io.StringIO()
+        write_settlement(ledger, day.isoformat(), text)
+    finally:
+        ledger.close()
+    text.seek(0)
+    return parse_settlement(text)
 
 
 @click.command()

@@ -181,7 +181,13 @@ def render_table(report: Report) -> str:
         lines.append(
             f"fix: {fixed['kind']} rrn {fixed['rrn']} stan {fixed['stan']}: {fixed['note']}"
         )
-    lines += ["", "clean" if report.clean else f"{len(breaks)} break(s) found"]
+    if report.clean:
+        verdict = "clean"
+    elif breaks:
+        verdict = f"{len(breaks)} break(s) found"
+    else:
+        verdict = "no breaks, but the totals disagree"
+    lines += ["", verdict]
     return "\n".join(lines)
 
 

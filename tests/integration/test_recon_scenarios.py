@@ -292,3 +292,195 @@ async def test_each_break_made_on_purpose_is_found_and_fixed(tmp_path: Path) -> 
             )
             journal.close()
             assert again == []
+
+
+# -- the command line, on a journal and settlement file written by hand ------------------
+
+CLI_DAY = dt.date(2024, 5, 1)
+CLI_CONFIG = """
+[switch]
+journal = "journal.db"
+token_key_file = "token.key"
+admin_socket = "switch.sock"
+
+[issuers.visa]
+spec = "visa"
+endpoints = ["127.0.0.1:1"]
+
+[issuers.belkart]
+spec = "belkart"
+endpoints = ["127.0.0.1:1"]
+
+[routes]
+"4" = "visa"
+"9112" = "belkart"
+"""
+
+
+def _cli_day(tmp_path: Path) -> tuple[Path, list[dict[str, str]]]:
+    """A visa day of three transactions: approved, declined, timed out (the issuer approved it)."""
+    from switch.journal import Leg
+    from switch.vault import Vault
+
+    start = recon_io.day_window(CLI_DAY)[0] + 3_600_000_000
+    pan_enc = Vault.ephemeral().encrypt_pan("4111111111111111")
+    journal = Journal.open(tmp_path / "journal.db")
+    rows = []
+    for n, (code, state) in enumerate(
+        [("00", "approved"), ("51", "declined"), ("91", "timed_out")], start=1
+    ):
+        t, txn, stan, rrn = start + n * 1000, f"txn{n}", f"{n:06d}", f"41221000000{n}"
+        common: dict[str, Any] = {
+            "txn_id": txn,
+            "terminal": "TERM0001",
+            "pan_masked": "411111******1111",
+            "pan_token": "tok",
+            "amount": 1000 * n,
+            "currency": "933",
+            "processing_code": "000000",
+        }
+        legs = [
+            Leg(leg="acquirer_in", time_us=t, link="gateway", mti="0100", stan=stan, **common),
+            Leg(
+                leg="issuer_out",
+                time_us=t + 1,
+                link="visa",
+                mti="0100",
+                stan=stan,
+                rrn=rrn,
+                f7="0501100000",
+                pan_enc=pan_enc,
+                **common,
+            ),
+        ]
+        if code != "91":
+            legs.append(
+                Leg(
+                    txn_id=txn,
+                    leg="issuer_in",
+                    time_us=t + 2,
+                    link="visa",
+                    mti="0110",
+                    stan=stan,
+                    rrn=rrn,
+                    response_code=code,
+                )
+            )
+        legs.append(
+            Leg(
+                txn_id=txn,
+                leg="acquirer_out",
+                time_us=t + 3,
+                link="gateway",
+                mti="0110",
+                stan=stan,
+                rrn=rrn,
+                response_code=code,
+                state=state,
+            )
+        )
+        journal.write_batch(legs)
+        rows.append(
+            {
+                **dict.fromkeys(SETTLEMENT_COLUMNS, ""),
+                "rrn": rrn,
+                "stan": stan,
+                "amount": f"{1000 * n:012d}",
+                "currency": "933",
+                "processing_code": "000000",
+                "mti": "0100",
+                "response_code": "00" if code == "91" else code,
+                "reversed": "0",
+                "reversed_amount": "0",
+                "pan_masked": "411111******1111",
+            }
+        )
+    journal.close()
+    (tmp_path / "switch.toml").write_text(CLI_CONFIG)
+    return tmp_path / "switch.toml", rows
+
+
+def _recon(config: Path, *args: str, input: str | None = None) -> Any:
+    from click.testing import CliRunner
+
+    from switch.cli_recon import recon
+
+    return CliRunner().invoke(
+        recon, ["--config", str(config), "--date", CLI_DAY.isoformat(), *args], input=input
+    )
+
+
+def test_cli_exit_codes_outputs_and_fix(tmp_path: Path) -> None:
+    import json
+
+    from switch.saf import SafStore
+
+    config, rows = _cli_day(tmp_path)
+    # The timed-out request never reached the issuer: no money moved, a clean day.
+    lost = _write_csv(tmp_path / "lost.csv", [r for r in rows if r["rrn"] != rows[2]["rrn"]])
+    result = _recon(config, "-n", "visa", "-s", str(lost))
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith("clean")
+    settled = [dict(r) for r in rows]
+    settled[2].update(reversed="1", reversed_amount="3000")
+    ok = _write_csv(tmp_path / "ok.csv", settled)
+    # Reversed at the issuer, but the journal has no answer to a reversal: every
+    # transaction matches, yet the counts of fields 76/77 differ (the net agrees).
+    result = _recon(config, "-n", "visa", "-s", str(ok))
+    assert result.exit_code == 1, result.output
+    assert result.output.rstrip().endswith("no breaks, but the totals disagree")
+
+    held = _write_csv(tmp_path / "held.csv", rows)
+    out_csv, out_json = tmp_path / "breaks.csv", tmp_path / "breaks.json"
+    first = _recon(config, "-s", f"visa={held}", "--json", "--out", str(out_csv))
+    second = _recon(config, "-s", f"visa={held}", "--json", "--out", str(out_json))
+    assert first.exit_code == second.exit_code == 1
+    assert first.output == second.output  # deterministic
+    report = json.loads(first.output)
+    [found] = report["breaks"]
+    assert (found["kind"], found["rrn"], found["fix"]) == (
+        "approved_not_delivered",
+        "412210000003",
+        "reverse",
+    )
+    with out_csv.open() as fh:
+        [row] = list(csv.DictReader(fh))
+    assert row["kind"] == "approved_not_delivered" and row["pan_masked"] == "411111******1111"
+    assert json.loads(out_json.read_text()) == report["breaks"]
+    assert "4111111111111111" not in first.output + out_csv.read_text()
+
+    declined = _recon(config, "-s", f"visa={held}", "--fix", input="n\n")
+    assert declined.exit_code == 1
+    saf = SafStore.open(tmp_path / "journal.db")
+    try:
+        assert saf.depth() == 0
+        fixed = _recon(config, "-s", f"visa={held}", "--fix", "--yes")
+        assert fixed.exit_code == 1 and "queued as SAF #" in fixed.output
+        [entry] = saf.pending()
+        assert entry.txn_id == "txn3" and entry.link == "visa" and entry.reason == "auto"
+        assert "2" not in entry.message and entry.pan_enc is not None
+        assert entry.message["90"].startswith("0100" + "000003" + "0501100000")
+        assert entry.message["37"] == "412210000003" and entry.message["4"] == "000000003000"
+        again = _recon(config, "-s", f"visa={held}", "--fix", "--yes")
+        assert again.exit_code == 1 and "SAF #" in again.output
+        assert saf.depth() == 1  # a pending reversal is not queued twice
+    finally:
+        saf.close()
+
+
+def test_cli_errors_exit_2(tmp_path: Path) -> None:
+    config, rows = _cli_day(tmp_path)
+    settlement = _write_csv(tmp_path / "v.csv", rows)
+    missing = _recon(config, "-n", "visa", "-s", str(tmp_path / "nope.csv"))
+    assert missing.exit_code == 2 and "cannot read settlement file" in missing.output
+    unknown = _recon(config, "-n", "amex", "-s", str(settlement))
+    assert unknown.exit_code == 2 and "no such issuer" in unknown.output
+    ambiguous = _recon(config, "-n", "visa", "-n", "belkart", "-s", str(settlement))
+    assert ambiguous.exit_code == 2 and "NETWORK=FILE" in ambiguous.output
+    no_settlement = _recon(config, "-n", "belkart")
+    assert no_settlement.exit_code == 2 and "--settlement belkart=FILE" in no_settlement.output
+    (tmp_path / "bad.csv").write_text("rrn,stan\n1,2\n")
+    bad = _recon(config, "-s", f"visa={tmp_path / 'bad.csv'}")
+    assert bad.exit_code == 2 and "lacks column" in bad.output
+    no_journal = _recon(config, "-s", f"visa={settlement}", "--journal", str(tmp_path / "x.db"))
+    assert no_journal.exit_code == 2 and "no journal" in no_journal.output
