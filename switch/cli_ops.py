@@ -100,10 +100,17 @@ def demo(config_path: Path, keep_running: bool) -> None:
 
     config = load(config_path)
 
-    def wait_forever() -> None:
+    def wait_forever() -> bool:
         import signal
 
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        # Blocked first, so the signal is taken here rather than by Python's handler.
+        signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        try:
+            received = signal.sigwait(signals)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+        return received == signal.SIGINT  # Ctrl-C: the children got it too
 
     try:
         _, problems = run_demo(

@@ -16,6 +16,8 @@ table never shows a clear PAN.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ import trio
 from switch import launch
 from switch.admin import AdminError, call
 from switch.cards import luhn_valid, mask_pan
-from switch.client import AcquirerClient, build_request
+from switch.client import AcquirerClient, build_request, next_stan
 from switch.config import Config
 from switch.errors import RoutingError
 from switch.journal import Journal
@@ -189,9 +191,9 @@ def summary(outcomes: Sequence[Outcome], elapsed_s: float) -> str:
     for o in outcomes:
         key = (o.network, o.response_code or "--")
         counts[key] = counts.get(key, 0) + 1
-    lines += ["", f"{'network':<11} {'rc':<4} {'meaning':<36} {'count':>5}"]
+    lines += ["", f"{'network':<11} {'rc':<4} {'meaning':<40} {'count':>5}"]
     for (net, rc), n in sorted(counts.items()):
-        lines.append(f"{net:<11} {rc:<4} {response_code_meaning(rc):<36} {n:>5}")
+        lines.append(f"{net:<11} {rc:<4} {response_code_meaning(rc):<40} {n:>5}")
     approved = sum(1 for o in outcomes if o.response_code == "00")
     latencies = [o.latency_ms for o in outcomes if o.latency_ms is not None]
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
@@ -263,7 +265,7 @@ async def send_sample(
         if o.answer is not None and exchange.latency is not None:
             o.latency_ms = exchange.latency * 1000
         if o.case.reverse and o.response_code == "00":
-            reversal = dict(o.request, t="0400", **{"11": _next_stan(o.request["11"])})
+            reversal = dict(o.request, t="0400", **{"11": next_stan()})
             reversal["90"] = original_data(o.request)
             o.reversal_answer = await client.request(reversal, timeout=timeout)
         if o.case.reverse or o.case.timeout:
@@ -279,10 +281,6 @@ async def send_sample(
                 senders.start_soon(one, o)
         await client.aclose()
     return outcomes
-
-
-def _next_stan(stan: str) -> str:
-    return f"{int(stan) % 999_999 + 1:06d}"
 
 
 # -- processes ------------------------------------------------------------------
@@ -331,15 +329,21 @@ def run_demo(
     *,
     keep_running: bool = False,
     echo: Callable[[str], None] = print,
-    wait_forever: Callable[[], None] | None = None,
+    wait_forever: Callable[[], bool] | None = None,
 ) -> tuple[list[Outcome], list[str]]:
-    """Start everything, send the sample, stop everything; returns outcomes and problems."""
+    """Start everything, send the sample, stop everything; returns outcomes and problems.
+
+    With ``keep_running``, ``wait_forever`` blocks until the operator is done
+    and says whether the children got the signal too (Ctrl-C reaches the
+    whole process group): they are then given time to stop by themselves.
+    """
     _check_free(config)
     log_dir = config.switch.journal.parent / "log"
     started = time.monotonic()
     processes: list[launch.Process] = []
     problems: list[str] = []
     outcomes: list[Outcome] = []
+    children_signalled = False
     try:
         sims = launch.start(
             "simulators", ["sim", "all", "--config", str(config_path)], log_dir=log_dir
@@ -366,12 +370,16 @@ def run_demo(
                 "try `switch status`, `switch journal`, `switch report`; Ctrl-C stops"
             )
             if wait_forever is not None:
-                wait_forever()
+                children_signalled = wait_forever()
     except (RuntimeError, TimeoutError, OSError) as exc:
         raise DemoError(str(exc)) from None
     finally:
         # The switch first: it finishes in-flight work while its issuers are still there.
         for proc in reversed(processes):
+            if children_signalled:
+                # Already stopping on the operator's Ctrl-C: a SIGTERM now would cut it short.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.popen.wait(config.switch.shutdown_grace + 5)
             code = proc.stop()
             if code != 0:
                 problems.append(f"{proc.name} exited with {code} on SIGTERM (see {proc.log_path})")
