@@ -381,7 +381,9 @@ def journal_show(
 
 
 @click.command()
-@click.option("--since", default=None, help=f"Start of the period. {_TIME_HELP}")
+@click.option(
+    "--since", default=None, help=f"Start of the period (default: the whole journal). {_TIME_HELP}"
+)
 @click.option("--until", default=None, help="End of the period (not included).")
 @click.option(
     "--format",

@@ -17,6 +17,7 @@ table never shows a clear PAN.
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -293,8 +294,6 @@ def _ports(config: Config) -> list[tuple[str, str, int]]:
 
 
 def _check_free(config: Config) -> None:
-    import socket
-
     for what, host, port in _ports(config):
         with socket.socket() as sock:
             if sock.connect_ex((host, port)) == 0:
