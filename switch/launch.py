@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Process", "free_port", "start", "wait_for_port"]
+__all__ = ["Process", "free_port", "start", "wait_for_links", "wait_for_port"]
 
 
 def free_port() -> int:
@@ -90,3 +90,20 @@ def start(name: str, args: Sequence[str], *, log_dir: Path, cwd: Path | None = N
             env=env,
         )
     return Process(name=name, popen=popen, log_path=log_path)
+
+
+def wait_for_links(admin_socket: Path, timeout: float = 20.0) -> dict[str, object]:
+    """Block until the running switch reports every issuer link up; returns its status."""
+    from switch.admin import AdminError, call
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status = call(admin_socket, {"cmd": "status"})["status"]
+            if all(link["state"] == "up" for link in status["links"]):
+                return dict(status)
+        except AdminError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"issuer links not up after {timeout:.0f}s")
+        time.sleep(0.05)  # another process's state: nothing to wait on but its answers

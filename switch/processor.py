@@ -320,12 +320,20 @@ class Processor:
             out[F_RRN] = txn.rrn
         state = "approved" if out.get("39") == APPROVED else "declined"
         self._count(state)
-        self.writer.record(
+        # The outcome is on disk before the acquirer hears it: after a crash,
+        # recovery never reverses a sale the shop was told was approved.
+        await self._commit_outcome(
             self._leg(txn, "issuer_in", answer),
             self._leg(txn, "acquirer_out", out, state=state, latency_us=latency),
         )
         txn.finish(out, state)
         return out
+
+    async def _commit_outcome(self, *legs: Leg) -> None:
+        try:
+            await self.writer.commit(*legs)
+        except JournalError as exc:
+            log.error("journal failed to record an outcome: %s", exc)
 
     def _timed_out(self, txn: Txn, link: IssuerLink, reason: str, *, sent: bool) -> dict[str, str]:
         answer = local_answer(txn.request, "91", rrn=txn.rrn or None)
@@ -540,7 +548,7 @@ class Processor:
         # Any answer of the issuer settles a reversal (25 = it never had the original).
         state = reversed_state if code in (APPROVED, "25") else "declined"
         self._count("reversed" if state != "declined" else "reversal_declined")
-        self.writer.record(
+        await self._commit_outcome(
             self._leg(txn, "issuer_in", answer, original_txn=original.txn_id),
             self._leg(txn, "acquirer_out", out, state=state, original_txn=original.txn_id),
         )

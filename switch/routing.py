@@ -24,7 +24,9 @@ class RouteTable:
         by_width: dict[int, list[tuple[int, int, str]]] = {}
         for prefix, issuer in routes:
             low, sep, high = prefix.partition("-")
-            if not low.isdigit() or (sep and (not high.isdigit() or len(high) != len(low))):
+            if not (low.isascii() and low.isdigit()) or (
+                sep and (not (high.isascii() and high.isdigit()) or len(high) != len(low))
+            ):
                 raise ValueError(f"route {prefix!r}: expected digits or an equal-width range")
             by_width.setdefault(len(low), []).append((int(low), int(high or low), issuer))
         self._by_width = by_width
@@ -34,7 +36,7 @@ class RouteTable:
         """The issuer for ``pan``, or None when no route matches."""
         for width in self._widths:
             head = pan[:width]
-            if len(head) < width or not head.isdigit():
+            if len(head) < width or not (head.isascii() and head.isdigit()):
                 continue
             value = int(head)
             for low, high, issuer in self._by_width[width]:

@@ -1,0 +1,145 @@
+"""The daemon and the simulators as real processes: SIGTERM and kill -9."""
+
+from __future__ import annotations
+
+import sqlite3
+import tomllib
+from pathlib import Path
+
+import pytest
+import trio
+
+from switch.client import AcquirerClient, build_request
+from switch.config import parse_config
+from switch.launch import free_port, start, wait_for_links, wait_for_port
+from tests.integration.netfixture import raw_config
+
+pytestmark = pytest.mark.e2e
+
+
+def _write_config(tmp_path: Path, *, timeout: float = 1.0) -> tuple[Path, int]:
+    sim_ports = {name: free_port() for name in ("visa", "mastercard", "belkart")}
+    raw = raw_config(tmp_path, sim_ports, timeout=timeout)
+    for name, port in sim_ports.items():
+        raw["simulators"][name]["port"] = port
+    listener_port = free_port()
+    raw["listeners"][0]["port"] = listener_port
+    path = tmp_path / "switch.toml"
+    path.write_text(_to_toml(raw))
+    parse_config(tomllib.loads(path.read_text()), tmp_path)  # the file is valid
+    return path, listener_port
+
+
+def _to_toml(raw: dict) -> str:  # type: ignore[type-arg]
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f'"{k}" = {value(x)}' for k, x in v.items()) + "}"
+        return str(v)
+
+    lines = []
+    for section in ("switch", "saf", "routes"):
+        lines.append(f"[{section}]")
+        lines += [f'"{k}" = {value(v)}' for k, v in raw[section].items()]
+    for listener in raw["listeners"]:
+        lines.append("[[listeners]]")
+        lines += [f"{k} = {value(v)}" for k, v in listener.items()]
+    for group in ("issuers", "simulators"):
+        for name, table in raw[group].items():
+            lines.append(f"[{group}.{name}]")
+            lines += [f"{k} = {value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+async def _send_all(port: int, requests: list[dict[str, str]]) -> list[dict[str, str] | None]:
+    client = await AcquirerClient.connect("127.0.0.1", port)
+    results: list[dict[str, str] | None] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        exchanges = [await client.submit(r) for r in requests]
+        with trio.move_on_after(15):
+            for ex in exchanges:
+                await ex.done.wait()
+        results = [ex.answer for ex in exchanges]
+        await client.aclose()
+    return results
+
+
+def test_sigterm_finishes_in_flight_and_exits_0(tmp_path: Path) -> None:
+    config, port = _write_config(tmp_path)
+    sims = start("sims", ["sim", "all", "--config", str(config)], log_dir=tmp_path)
+    switch = start("switch", ["run", "--config", str(config)], log_dir=tmp_path)
+    try:
+        wait_for_port("127.0.0.1", port, proc=switch.popen)
+        wait_for_links(tmp_path / "var" / "switch.sock")
+        answers = trio.run(_send_all, port, [build_request(pan="4111111111111111", amount=100)])
+        assert answers[0] is not None and answers[0]["39"] == "00"
+        assert switch.stop() == 0, switch.log_text()
+        assert "4111111111111111" not in switch.log_text()
+    finally:
+        switch.kill()
+        sims.stop()
+
+
+def test_kill_9_with_transactions_in_flight_leaves_no_money_held(tmp_path: Path) -> None:
+    config, port = _write_config(tmp_path, timeout=5.0)
+    sims = start("sims", ["sim", "all", "--config", str(config)], log_dir=tmp_path)
+    switch = start("switch", ["run", "--config", str(config)], log_dir=tmp_path)
+    journal = tmp_path / "var" / "journal.db"
+    try:
+        wait_for_port("127.0.0.1", port, proc=switch.popen)
+        wait_for_links(tmp_path / "var" / "switch.sock")
+
+        async def crash() -> None:
+            with trio.fail_after(30):
+                client = await AcquirerClient.connect("127.0.0.1", port)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(client.run)
+                    # Approved by the issuer but its answer is delayed 12 s: in flight at the crash.
+                    await client.submit(build_request(pan="4000000000000259", amount=3300))
+                    fast = await client.submit(build_request(pan="4111111111111111", amount=100))
+                    await fast.done.wait()
+                    # Wait until the slow one's issuer-out leg is committed (write-ahead).
+                    while True:
+                        with sqlite3.connect(journal) as db:
+                            n = db.execute(
+                                "select count(*) from legs where leg='issuer_out'"
+                            ).fetchone()[0]
+                        if n >= 2:
+                            break
+                        await trio.sleep(0.05)
+                    switch.kill()
+                    await client.aclose()
+                    nursery.cancel_scope.cancel()
+
+        trio.run(crash)
+        restarted = start("switch2", ["run", "--config", str(config)], log_dir=tmp_path)
+        try:
+            wait_for_port("127.0.0.1", port, proc=restarted.popen)
+
+            async def settled() -> None:
+                with trio.fail_after(30):
+                    while True:
+                        with sqlite3.connect(journal) as db:
+                            states = dict(
+                                db.execute(
+                                    "select pan_masked, state from transactions where mti='0100'"
+                                ).fetchall()
+                            )
+                        if states.get("400000******0259") == "timed_out_reversed":
+                            assert states.get("411111******1111") == "approved"
+                            return
+                        await trio.sleep(0.1)
+
+            trio.run(settled)
+            assert restarted.stop() == 0
+        finally:
+            restarted.kill()
+    finally:
+        switch.kill()
+        sims.stop()
