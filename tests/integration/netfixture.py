@@ -108,9 +108,7 @@ async def network(
     async with trio.open_nursery() as nursery:
         sim_ports = {}
         for name, sim in base.simulators.items():
-            sim_ports[name] = await nursery.start(
-                functools.partial(serve_issuer, sim, vault=vault)
-            )
+            sim_ports[name] = await nursery.start(functools.partial(serve_issuer, sim, vault=vault))
         config = parse_config(raw_config(tmp_path, sim_ports, faults, **issuer_overrides), tmp_path)
         server = Server(config)
         [port] = await nursery.start(server.serve)
