@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,6 +17,7 @@ from typing import Any
 import trio
 
 from simulators.ledger import Ledger
+from simulators.settlement import write_settlement
 from switch import recon_io
 from switch.client import build_request
 from switch.config import Config
@@ -38,19 +40,15 @@ def _today() -> dt.date:
 
 
 def _settlement(net: Network, name: str, day: dt.date) -> list[dict[str, str]]:
-    """The network's settlement rows as the CSV carries them (columns in order)."""
+    """The network's settlement rows, as ``switch sim settlement`` writes them."""
     ledger = Ledger.open(net.config.simulators[name].ledger, net.vault)
     try:
-        rows = ledger.settlement_rows(day.isoformat())
+        text = io.StringIO()
+        write_settlement(ledger, day.isoformat(), text)
     finally:
         ledger.close()
-    out = []
-    for r in rows:
-        row = {c: "" if r.get(c) is None else str(r[c]) for c in SETTLEMENT_COLUMNS}
-        row["amount"] = f"{r['amount']:012d}"
-        row["reversed_amount"] = f"{r['reversed_amount']:012d}"
-        out.append(row)
-    return out
+    text.seek(0)
+    return list(csv.DictReader(text))
 
 
 def _write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -274,7 +272,12 @@ async def test_each_break_made_on_purpose_is_found_and_fixed(tmp_path: Path) -> 
             assert all(f.entry is not None for f in fixed)
             for forwarder in net.server.forwarders.values():
                 forwarder.kick()
-            await _until(lambda: net.server.saf.depth() == 1)
+            settled_sql = "select count(*) from legs where leg = 'saf_in' and note like ?"
+            await _until(
+                lambda: all(
+                    _journal_count(net, settled_sql, f"SAF entry {f.entry} %") for f in fixed
+                )
+            )
 
             clean_files = {
                 n: _records(_write_csv(tmp_path / f"{n}-after.csv", _settlement(net, n, day)))
