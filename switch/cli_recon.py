@@ -184,7 +184,7 @@ def recon(
         )
         out.write_text(text, encoding="utf-8")
     click.echo(recon_report.render_json(report) if as_json else recon_report.render_table(report))
-    sys.exit(0 if report.clean else 1)
+    sys.exit(report.exit_code)
 
 
 def _confirm(count: int, yes: bool) -> bool:

@@ -94,6 +94,21 @@ class Report:
     def clean(self) -> bool:
         return all(n.clean for n in self.networks.values())
 
+    @property
+    def errors(self) -> list[str]:
+        """Cutover exchanges that could not be made (unreachable host, bad answer)."""
+        return [
+            f"{name} {c}: {out.error}"
+            for name, net in sorted(self.networks.items())
+            for c, out in sorted(net.cutover.items())
+            if out.error
+        ]
+
+    @property
+    def exit_code(self) -> int:
+        """0 clean, 1 breaks or totals that disagree, 2 a cutover that could not be made."""
+        return 2 if self.errors else 0 if self.clean else 1
+
 
 def build(
     day: dt.date,

@@ -487,3 +487,20 @@ def test_cli_errors_exit_2(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "lacks column" in bad.output
     no_journal = _recon(config, "-s", f"visa={settlement}", "--journal", str(tmp_path / "x.db"))
     assert no_journal.exit_code == 2 and "no journal" in no_journal.output
+
+
+def test_cli_cutover_with_an_issuer_host_that_does_not_answer_exits_2(tmp_path: Path) -> None:
+    import socket
+
+    config, rows = _cli_day(tmp_path)
+    with socket.socket() as sock:  # a port nobody listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config.write_text(
+            config.read_text()
+            + f'\n[simulators.visa]\nspec = "visa"\nport = {port}\nledger = "sim-visa.db"\n'
+        )
+        settlement = _write_csv(tmp_path / "v.csv", rows)
+        result = _recon(config, "-s", f"visa={settlement}", "--cutover")
+    assert result.exit_code == 2, result.output
+    assert "cutover 0500/0510: OUT OF BALANCE (cannot reach visa" in result.output
