@@ -78,6 +78,7 @@ write-ahead promise ("committed") means visible to any other connection.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import sqlite3
@@ -127,6 +128,8 @@ STATES = (
     "partially_reversed",
     "reversal_pending",
 )
+log = logging.getLogger("switch.journal")
+
 _REVERSING = frozenset({"reversed", "partially_reversed", "timed_out_reversed"})
 _ACQUIRER_LEGS = frozenset({"acquirer_in", "acquirer_out"})
 _ISSUER_LEGS = frozenset({"issuer_out", "issuer_in"})
@@ -597,6 +600,7 @@ class JournalWriter:
         self.failed: JournalError | None = None
         self.committed = 0
         self.batches = 0
+        self._started = False
         self._finished = trio.Event()
 
     @property
@@ -632,6 +636,7 @@ class JournalWriter:
             raise waiter.error
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._started = True
         task_status.started()
         try:
             await self._loop()
@@ -658,6 +663,7 @@ class JournalWriter:
             except Exception as exc:
                 error = exc if isinstance(exc, JournalError) else JournalError(str(exc))
                 self.failed = JournalError(f"journal writer failed: {error}")
+                log.error("%s; %d leg(s) lost, refusing new legs", self.failed, len(legs))
                 for _, waiter in items:
                     if waiter is not None:
                         waiter.fail(error)
@@ -682,4 +688,7 @@ class JournalWriter:
     async def aclose(self) -> None:
         """Stop taking legs; return once every queued leg is committed (or failed)."""
         self._send.close()
+        if not self._started:  # nobody will ever write what is queued
+            self._stop(JournalError("journal writer was never started"))
+            return
         await self._finished.wait()

@@ -229,3 +229,14 @@ async def test_saf_and_journal_writer_share_the_file_under_load(
         assert [e.txn_id for e in store.due("visa", T0 + 2)] == ["t0", "t1", "t2"]
     finally:
         store.close()
+
+
+async def test_aclose_of_a_writer_never_started_does_not_hang(journal: Journal) -> None:
+    writer = JournalWriter(journal)
+    writer.record(leg("t1"))
+    with trio.fail_after(10):
+        await writer.aclose()
+    with pytest.raises(JournalError, match="stopped"):
+        writer.record(leg("t2"))
+    assert journal.count_legs() == 0
+    journal.close()
