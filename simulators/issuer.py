@@ -156,8 +156,9 @@ class Issuer:
         card = self.cards.get(request.get(F_PAN, ""))
         try:
             eco = ecommerce.read(self.spec, request)
-        except CodecError as exc:
-            return self.ledger.record(request, now, format_error(str(exc))), format_error(str(exc))
+        except CodecError as exc:  # a broken e-commerce TLV is a format error
+            decision = format_error(str(exc))
+            return self.ledger.record(request, now, decision), decision
         return self.ledger.authorize(
             request,
             now,

@@ -166,3 +166,9 @@ def test_ledger_file_holds_no_clear_pan_cvv2_or_pin(visa: Issuer, tmp_path: Path
     for pan in TEST_PANS:
         assert pan.encode() not in data
     assert b"1234123412341234" not in data
+
+
+def test_a_broken_ecommerce_tlv_is_a_format_error_and_recorded(visa: Issuer) -> None:
+    reply = visa.on_request(req("000061", **{"126": "1003"}), at(0))  # CVV2 tag, no value
+    assert reply is not None and reply.answer["39"] == "30"
+    assert visa.ledger.rows("stan = '000061'")[0]["response_code"] == "30"
