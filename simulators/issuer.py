@@ -15,6 +15,9 @@ Delays and silences: the card book's ``answer_delay`` (the 12-second card)
 and ``never_answers`` apply to authorizations and financial requests, and the
 configured faults (:mod:`simulators.faults`) to every request but network
 management. Neither changes the decision.
+
+A 0500 (cutover) is answered 0510 with the business day's ledger totals
+(:mod:`simulators.cutover`); network management 0800 with 0810.
 """
 
 from __future__ import annotations
@@ -117,6 +120,10 @@ class Issuer:
             return None
         if mti[:2] == "08":
             return Reply(answer=answer_for(request, decide_network_management(request)))
+        if mti[:2] == "05":  # cutover: the business day's totals (simulators.cutover)
+            day = cutover.business_day(request)
+            rows = self.ledger.settlement_rows(day) if day else None
+            return Reply(answer=cutover.answer(request, rows))
         if mti[:2] == "05":  # cutover totals, never faulted (simulators.cutover)
             day = cutover.business_day(request)
             rows = self.ledger.settlement_rows(day) if day else None

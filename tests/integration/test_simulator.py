@@ -7,6 +7,7 @@ so nothing waits real seconds and nothing synchronises with a sleep.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from simulators.ledger import Ledger
 from switch import codec, ecommerce
 from switch.client import AcquirerClient, build_request
 from switch.config import FaultRule, SimulatorConfig
+from switch.cutover import IN_BALANCE, OUT_OF_BALANCE, Totals, reconciliation_request
 from switch.errors import CodecError
 from switch.framing import FrameDecoder, Framing, encode_frame
 from switch.vault import Vault
@@ -437,3 +439,34 @@ async def test_ledger_db_holds_no_clear_test_pan(tmp_path: Path) -> None:
     data = b"".join(p.read_bytes() for p in tmp_path.glob("sim-visa.db*"))
     for card in cardbook.load():
         assert card.pan.encode() not in data
+
+
+@pytest.mark.parametrize("network", ["visa", "mastercard", "belkart"])
+async def test_cutover_0500_is_answered_with_the_ledgers_totals(
+    tmp_path: Path, network: str
+) -> None:
+    pan = {"visa": "4111111111111111", "mastercard": "5555555555554444"}.get(
+        network, "9112000000000006"
+    )
+    with trio.fail_after(10):
+        async with simulator(tmp_path, network) as sim:
+            client = await sim.client()
+            approved = await client.request(request(network, pan, 2500))
+            assert approved is not None and approved["39"] == "00"
+            now = dt.datetime.now(dt.UTC)
+            ask = functools.partial(
+                reconciliation_request,
+                currency="933",
+                business_day=now.date(),
+                now=now,
+                institution_id="400001",
+            )
+            agreed = await client.request(
+                ask(totals=Totals(debits=1, debits_amount=2500, authorizations=1), stan="000501")
+            )
+            assert agreed is not None and (agreed["t"], agreed["39"]) == ("0510", "00")
+            assert agreed["66"] == IN_BALANCE
+            disagreed = await client.request(
+                ask(totals=Totals(debits=2, debits_amount=5000), stan="000502")
+            )
+            assert disagreed is not None and disagreed["66"] == OUT_OF_BALANCE
