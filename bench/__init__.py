@@ -1,0 +1,1 @@
+"""The benchmark: ``switch bench`` (bench.run), its load driver (bench.load)."""

@@ -1,0 +1,161 @@
+"""The bench result as text: absolute numbers, ratios to the baselines, the verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.run import TARGETS, TARGETS_OF_ISSUE
+
+__all__ = ["render"]
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}"
+
+
+def _row(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(
+        c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    )
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [_row(header, widths), *(_row(r, widths) for r in rows)]
+
+
+def render(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    o = result["options"]
+    lines = [
+        f"switch bench: {m['cores']} cores ({m['cpu']}), Python {m['python']}, {m['system']};"
+        " driver, target and simulator co-located on loopback",
+        f"{o['connections']} connections; closed loop {o['inflight']} in flight;"
+        f" {o['duration_s']:g} s per phase after {o['warmup_s']:g} s warm-up",
+        "",
+        "closed loop (maximum throughput)",
+    ]
+    rows = []
+    for target in TARGETS:
+        p = result["closed"][target]
+        lat = p["latency_ms"]
+        rows.append(
+            [
+                target,
+                _num(p["tps"]),
+                _num(lat["p50"], 2),
+                _num(lat["p99"], 2),
+                _num(p["cpu_us_per_txn"]),
+                _num(p["rss_mib"]["peak"]),
+                f"{p['errors']}/{p['timeouts']}",
+            ]
+        )
+    lines += _table(
+        ["target", "TPS", "p50 ms", "p99 ms", "CPU us/txn", "RSS MiB", "err/t-out"], rows
+    )
+    lines += ["", "open loop latency, ms (p50 / p95 / p99 / max)"]
+    rows = []
+    for rate, by in result["open"].items():
+        for target in TARGETS:
+            p = by[target]
+            lat = p["latency_ms"]
+            rows.append(
+                [
+                    f"{rate} TPS",
+                    target,
+                    " / ".join(_num(lat[k], 2) for k in ("p50", "p95", "p99", "max")),
+                    _num(p["cpu_us_per_txn"]),
+                    f"{p['errors']}/{p['timeouts']}",
+                ]
+            )
+    lines += _table(["rate", "target", "latency", "CPU us/txn", "err/t-out"], rows)
+    lines += ["", "switch relative to the baselines (TPS: higher is better; CPU, p99: lower)"]
+    rows = []
+    for base in ("issuer", "relay"):
+        r = result["ratios"][f"vs_{base}"]
+        p99 = ", ".join(f"{rate}: {_num(v, 2)}x" for rate, v in r["p99_by_rate"].items())
+        rows.append(
+            [
+                f"vs {base}",
+                f"{_num(r['closed_loop_tps'], 2)}x",
+                f"{_num(r['cpu_us_per_txn'], 2)}x",
+                p99,
+            ]
+        )
+    lines += _table(["", "TPS", "CPU/txn", "p99 by rate"], rows)
+    if "curves" in result:
+        lines += ["", "scale curves (switch, closed loop)"]
+        lines += _table(
+            ["connections", "in flight", "TPS", "p99 ms", "CPU us/txn", "valid"],
+            [
+                [
+                    _num(c["connections"]),
+                    _num(c["inflight"]),
+                    _num(c["tps"]),
+                    _num(c["p99_ms"], 2),
+                    _num(c["cpu_us_per_txn"]),
+                    "yes" if c["valid"] else "NO",
+                ]
+                for c in result["curves"]
+            ],
+        )
+    j = result.get("journal", {})
+    if j.get("transactions"):
+        lines += [
+            "",
+            f"journal: {_num(j['bytes'])} bytes for {_num(j['transactions'])} transactions"
+            f" = {_num(j['bytes_per_txn'])} B/txn, {_num(j['mib_per_million_txn'])} MiB"
+            " per million transactions",
+        ]
+    if "soak" in result:
+        s = result["soak"]
+        lines += [
+            "",
+            f"soak: {s['rate']:g} TPS for {s['duration']:g} s,"
+            f" p99 {_num(s['latency_ms']['p99'], 2)} ms,"
+            f" switch RSS {s['rss_mib']['start']} -> {s['rss_mib']['end']} MiB"
+            f" (growth {_num(s['rss_growth_pct'])} %)",
+        ]
+    lines += ["", *_verdict(result)]
+    return "\n".join(lines)
+
+
+def _verdict(result: dict[str, Any]) -> list[str]:
+    sw = result["switch"]
+    p99_1000 = sw["p99_ms_by_rate"].get("1000")
+    checks = [
+        ("closed-loop TPS", sw["closed_loop_tps"], ">=", TARGETS_OF_ISSUE["closed_loop_tps"]),
+        ("p99 at 1000 TPS, ms", p99_1000, "<=", TARGETS_OF_ISSUE["p99_ms_at_1000"]),
+        (
+            "CPU us/txn (closed)",
+            sw["cpu_us_per_txn_closed"],
+            "<=",
+            TARGETS_OF_ISSUE["cpu_us_per_txn"],
+        ),
+    ]
+    if "soak" in result:
+        checks.append(
+            (
+                "RSS growth %",
+                result["soak"].get("rss_growth_pct"),
+                "<",
+                TARGETS_OF_ISSUE["rss_growth_pct_5min"],
+            )
+        )
+    out = ["targets (issue 8):"]
+    for name, value, op, target in checks:
+        if value is None:
+            mark = "n/a"
+        else:
+            ok = {">=": value >= target, "<=": value <= target, "<": value < target}[op]
+            mark = "met" if ok else "NOT met"
+        out.append(f"  {name}: {_num(value)} (target {op} {target:g}) {mark}")
+    if result["valid"]:
+        out.append("run VALID: every request answered 00 in time, 0 errors, 0 timeouts")
+    else:
+        out.append("run INVALID: " + "; ".join(result["problems"]))
+    return out

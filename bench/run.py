@@ -1,0 +1,370 @@
+"""``switch bench``: the switch against its baselines, in one run, on this machine.
+
+Three targets get the same load from a separate driver process (bench.load):
+
+    issuer  the Visa simulator itself, no switch (baseline a)
+    relay   the frame relay (switch.relay) in front of that simulator (baseline b)
+    switch  the switch, journal and write-ahead on, routing to that simulator
+
+For each: a closed loop (K in flight over N connections: the maximum TPS),
+then an open loop at each rate (latency p50/p95/p99/max as the acquirer sees
+it). Around each phase we read the target's CPU time and RSS from /proc, so
+CPU per transaction is the kernel's accounting of that process divided by
+the transactions it carried. A run is *valid* when every request of every
+phase was answered 00 in time: numbers from an invalid run mean nothing.
+
+``--curves`` adds TPS and p99 against the switch versus connections
+(1/10/100/1000) and in-flight depth, and journal bytes per million
+transactions; ``--soak S`` an open-loop run of S seconds with the switch's
+RSS sampled throughout (its growth is a target).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.procs import PYTHON, Network, cpu_seconds, python_env, rss_kib
+
+__all__ = ["BenchOptions", "machine", "run_bench"]
+
+TARGETS = ("issuer", "relay", "switch")
+TARGETS_OF_ISSUE = {
+    "closed_loop_tps": 2500.0,  # at least
+    "p99_ms_at_1000": 10.0,  # at most
+    "cpu_us_per_txn": 300.0,  # at most
+    "rss_growth_pct_5min": 10.0,  # less than
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchOptions:
+    duration: float = 10.0
+    warmup: float = 1.0
+    rates: tuple[float, ...] = (500.0, 1000.0, 2000.0)
+    connections: int = 10
+    inflight: int = 64
+    curves: bool = False
+    curve_connections: tuple[int, ...] = (1, 10, 100, 1000)
+    curve_inflight: tuple[int, ...] = (1, 4, 16, 64, 256)
+    soak: float | None = None
+    soak_rate: float = 1000.0
+    workdir: Path | None = None
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> BenchOptions:
+        """CI-sized: a few seconds per target, one low rate; proves the harness, not speed."""
+        values: dict[str, Any] = {
+            "duration": 1.5,
+            "warmup": 0.3,
+            "rates": (200.0,),
+            "connections": 4,
+            "inflight": 16,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), ""
+            )
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model or platform.processor(),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+
+
+@dataclass(slots=True)
+class Phase:
+    """One load run against one target, with that target's /proc readings."""
+
+    target: str
+    load: dict[str, Any]
+    cpu_s: float
+    rss_kib_start: int
+    rss_kib_end: int
+    rss_kib_peak: int
+    rss_samples_kib: list[int] = field(default_factory=list)
+
+    @property
+    def cpu_us_per_txn(self) -> float | None:
+        answered = self.load.get("answered", 0)
+        return round(self.cpu_s / answered * 1e6, 1) if answered else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            **self.load,
+            "target_cpu_s": round(self.cpu_s, 3),
+            "cpu_us_per_txn": self.cpu_us_per_txn,
+            "rss_mib": {
+                "start": round(self.rss_kib_start / 1024, 1),
+                "end": round(self.rss_kib_end / 1024, 1),
+                "peak": round(self.rss_kib_peak / 1024, 1),
+            },
+        }
+
+
+class _Runner:
+    def __init__(self, net: Network, options: BenchOptions, progress: Callable[[str], None]):
+        self.net = net
+        self.options = options
+        self.progress = progress
+
+    def _load_args(self, target: str) -> list[str]:
+        if target == "switch":
+            return ["--port", str(self.net.ports.listener), "--dialect", "acquirer"]
+        port = self.net.ports.relay if target == "relay" else self.net.ports.simulators["visa"]
+        return ["--port", str(port), "--dialect", "issuer", "--spec", "visa"]
+
+    def phase(
+        self,
+        target: str,
+        *,
+        mode: str,
+        connections: int,
+        inflight: int = 1,
+        rate: float = 0.0,
+        duration: float | None = None,
+        sample_every: float = 0.5,
+    ) -> Phase:
+        opts = self.options
+        duration = opts.duration if duration is None else duration
+        what = f"{inflight} in flight" if mode == "closed" else f"{rate:.0f} TPS"
+        self.progress(f"{target}: {mode} loop, {connections} connection(s), {what}, {duration:g} s")
+        args = [
+            PYTHON,
+            "-m",
+            "bench.load",
+            *self._load_args(target),
+            "--mode",
+            mode,
+            "--connections",
+            str(connections),
+            "--inflight",
+            str(max(inflight, connections)),
+            "--rate",
+            str(rate),
+            "--duration",
+            str(duration),
+            "--warmup",
+            str(opts.warmup),
+        ]
+        pid = self.net.pid("simulators" if target == "issuer" else target)
+        cpu0 = cpu_seconds(pid)
+        rss_start = rss_kib(pid)[0]
+        samples: list[int] = []
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=python_env()
+        )
+        sampler = threading.Thread(
+            target=_sample_rss, args=(pid, proc, samples, sample_every), daemon=True
+        )
+        sampler.start()
+        out, err = proc.communicate(timeout=duration + opts.warmup + 120)
+        sampler.join()
+        cpu1 = cpu_seconds(pid)
+        rss_end, rss_peak = rss_kib(pid)
+        if proc.returncode != 0:
+            raise RuntimeError(f"load driver failed ({proc.returncode}): {err.decode()[-2000:]}")
+        return Phase(
+            target=target,
+            load=json.loads(out),
+            cpu_s=cpu1 - cpu0,
+            rss_kib_start=rss_start,
+            rss_kib_end=rss_end,
+            rss_kib_peak=rss_peak,
+            rss_samples_kib=samples,
+        )
+
+
+def _sample_rss(pid: int, proc: subprocess.Popen[bytes], out: list[int], every: float) -> None:
+    while proc.poll() is None:
+        try:
+            out.append(rss_kib(pid)[0])
+        except OSError:
+            return
+        time.sleep(every)  # sampling another process: nothing to wait on
+
+
+def run_bench(
+    options: BenchOptions, progress: Callable[[str], None] = lambda text: None
+) -> dict[str, Any]:
+    """Start everything, run every phase, stop everything; the result as plain data."""
+    with tempfile.TemporaryDirectory(prefix="switch-bench-") as tmp:
+        workdir = options.workdir or Path(tmp)
+        max_conn = max((*options.curve_connections, options.connections)) + 10
+        net = Network(workdir, max_connections=max_conn)
+        progress(f"starting simulators, switch and relay in {workdir}")
+        with net:
+            result = _run_phases(net, options, progress)
+            codes = net.stop()
+            size, txns = net.journal_bytes_per_txn()
+        result["exit_codes"] = codes
+        result["journal"] = {
+            "bytes": size,
+            "transactions": txns,
+            "bytes_per_txn": round(size / txns, 1) if txns else None,
+            "mib_per_million_txn": round(size / txns * 1e6 / 2**20, 1) if txns else None,
+        }
+        if any(code != 0 for code in codes.values()):
+            result["valid"] = False
+            result.setdefault("problems", []).append(f"a process did not exit 0: {codes}")
+    return result
+
+
+def _run_phases(
+    net: Network, options: BenchOptions, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    runner = _Runner(net, options, progress)
+    closed: dict[str, Phase] = {}
+    opened: dict[str, dict[str, Phase]] = {}
+    for target in TARGETS:
+        closed[target] = runner.phase(
+            target, mode="closed", connections=options.connections, inflight=options.inflight
+        )
+        for rate in options.rates:
+            opened.setdefault(f"{rate:g}", {})[target] = runner.phase(
+                target, mode="open", connections=options.connections, rate=rate
+            )
+    phases = [*closed.values(), *(p for by in opened.values() for p in by.values())]
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "options": {
+            "duration_s": options.duration,
+            "warmup_s": options.warmup,
+            "connections": options.connections,
+            "inflight": options.inflight,
+            "rates": list(options.rates),
+        },
+        "closed": {t: p.to_dict() for t, p in closed.items()},
+        "open": {r: {t: p.to_dict() for t, p in by.items()} for r, by in opened.items()},
+    }
+    if options.curves:
+        curves = _curves(runner, options)
+        phases += curves
+        result["curves"] = _curve_rows(curves)
+    if options.soak:
+        soak = runner.phase(
+            "switch",
+            mode="open",
+            connections=options.connections,
+            rate=options.soak_rate,
+            duration=options.soak,
+            sample_every=5.0,
+        )
+        phases.append(soak)
+        result["soak"] = {**soak.to_dict(), **_growth(soak)}
+    result["switch"] = _switch_summary(closed, opened)
+    result["ratios"] = _ratios(closed, opened)
+    problems = [
+        f"{p.target} {p.load['mode']}: {p.load['errors']} errors, {p.load['timeouts']} timeouts,"
+        f" {p.load['answered']}/{p.load['sent']} answered {p.load['error_examples'][:2]}"
+        for p in phases
+        if not p.load["valid"]
+    ]
+    result["valid"] = not problems
+    result["problems"] = problems
+    result["errors"] = sum(p.load["errors"] for p in phases)
+    result["timeouts"] = sum(p.load["timeouts"] for p in phases)
+    return result
+
+
+def _curves(runner: _Runner, options: BenchOptions) -> list[Phase]:
+    phases = []
+    for connections in options.curve_connections:
+        phases.append(
+            runner.phase(
+                "switch",
+                mode="closed",
+                connections=connections,
+                inflight=max(options.inflight, connections),
+            )
+        )
+    for inflight in options.curve_inflight:
+        phases.append(
+            runner.phase(
+                "switch", mode="closed", connections=options.connections, inflight=inflight
+            )
+        )
+    return phases
+
+
+def _curve_rows(phases: list[Phase]) -> list[dict[str, Any]]:
+    return [
+        {
+            "connections": p.load["connections"],
+            "inflight": p.load["inflight"],
+            "tps": p.load["tps"],
+            "p99_ms": p.load["latency_ms"]["p99"],
+            "cpu_us_per_txn": p.cpu_us_per_txn,
+            "valid": p.load["valid"],
+        }
+        for p in phases
+    ]
+
+
+def _growth(phase: Phase) -> dict[str, Any]:
+    samples = phase.rss_samples_kib
+    if len(samples) < 3:
+        return {"rss_growth_pct": None}
+    # From the end of warm-up (the second sample on) to the last sample.
+    base = samples[1]
+    return {
+        "rss_growth_pct": round((samples[-1] - base) / base * 100, 1),
+        "rss_samples_mib": [round(s / 1024, 1) for s in samples],
+    }
+
+
+def _switch_summary(
+    closed: dict[str, Phase], opened: dict[str, dict[str, Phase]]
+) -> dict[str, Any]:
+    switch_phases = [closed["switch"], *(by["switch"] for by in opened.values())]
+    cpu = [p.cpu_us_per_txn for p in switch_phases if p.cpu_us_per_txn is not None]
+    return {
+        "closed_loop_tps": closed["switch"].load["tps"],
+        "cpu_us_per_txn_closed": closed["switch"].cpu_us_per_txn,
+        "cpu_us_per_txn_max": max(cpu) if cpu else None,
+        "rss_mib_peak": round(max(p.rss_kib_peak for p in switch_phases) / 1024, 1),
+        "p99_ms_by_rate": {r: by["switch"].load["latency_ms"]["p99"] for r, by in opened.items()},
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def _ratios(closed: dict[str, Phase], opened: dict[str, dict[str, Phase]]) -> dict[str, Any]:
+    """The switch divided by each baseline (TPS: higher is better; the rest: lower)."""
+    sw = closed["switch"]
+    out: dict[str, Any] = {}
+    for base in ("issuer", "relay"):
+        b = closed[base]
+        out[f"vs_{base}"] = {
+            "closed_loop_tps": _ratio(sw.load["tps"], b.load["tps"]),
+            "cpu_us_per_txn": _ratio(sw.cpu_us_per_txn, b.cpu_us_per_txn),
+            "p99_by_rate": {
+                r: _ratio(
+                    by["switch"].load["latency_ms"]["p99"], by[base].load["latency_ms"]["p99"]
+                )
+                for r, by in opened.items()
+            },
+        }
+    return out

@@ -1,0 +1,153 @@
+"""``switch bench`` and ``switch bench-relay``: parse options, call bench/, print.
+
+The benchmark itself lives in the ``bench`` package beside ``switch`` (the
+runner, the load driver, the report); the frame relay baseline is
+``switch.relay``. Exit codes: 0 a valid run; 1 an invalid run (an error, a
+timeout, an unanswered request, or a process that did not exit 0); 2 bad
+usage.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from switch.cli_common import UsageError, echo_json, json_option
+
+__all__ = ["COMMANDS"]
+
+
+def _rates(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[float, ...]:
+    if value is None:
+        return ()
+    try:
+        rates = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected rates like 500,1000,2000, got {value!r}") from None
+    if not rates or any(r <= 0 for r in rates):
+        raise click.BadParameter("rates must be positive numbers")
+    return rates
+
+
+def _bench_modules() -> tuple[Any, Any]:
+    """bench.run and bench.report, from the source tree when not installed."""
+    try:
+        return importlib.import_module("bench.run"), importlib.import_module("bench.report")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("bench", "bench.run", "bench.report"):
+            raise
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "run.py").exists():
+        raise click.ClickException("the bench package is not installed beside switch")
+    sys.path.insert(0, str(root))
+    return importlib.import_module("bench.run"), importlib.import_module("bench.report")
+
+
+@click.command()
+@click.option("--duration", type=click.FloatRange(min=0.5), help="Seconds per phase [10].")
+@click.option(
+    "--rate", "rates", callback=_rates, help="Open-loop rates, comma-separated [500,1000,2000]."
+)
+@click.option("--connections", type=click.IntRange(min=1), help="Acquirer connections [10].")
+@click.option(
+    "--inflight", type=click.IntRange(min=1), help="Closed loop: requests in flight in total [64]."
+)
+@click.option("--quick", is_flag=True, help="CI-sized smoke run (seconds, low rate).")
+@click.option("--curves", is_flag=True, help="Add scale curves: connections and in-flight depth.")
+@click.option(
+    "--soak",
+    type=click.FloatRange(min=5),
+    help="Add an open-loop run of this many seconds at 1000 TPS, sampling the switch's RSS.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the generated config, logs, journal and ledgers here.",
+)
+@json_option
+def bench(
+    duration: float | None,
+    rates: tuple[float, ...],
+    connections: int | None,
+    inflight: int | None,
+    quick: bool,
+    curves: bool,
+    soak: float | None,
+    workdir: Path | None,
+    as_json: bool,
+) -> None:
+    """Measure the switch against two baselines on this machine.
+
+    Starts the issuer simulators, the switch (journal and write-ahead on) and a
+    frame relay as separate processes on free loopback ports, drives load from
+    another process, and reports closed-loop TPS, open-loop latency at each
+    rate, switch CPU per transaction and RSS, with ratios to (a) the issuer
+    simulator alone and (b) the relay in the switch's place.
+
+    \b
+    Examples:
+        switch bench
+        switch bench --quick --json
+        switch bench --rate 1000 --duration 30 --connections 100 --inflight 256
+        switch bench --curves --soak 300
+    """
+    run_mod, report_mod = _bench_modules()
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("duration", duration),
+            ("rates", rates or None),
+            ("connections", connections),
+            ("inflight", inflight),
+            ("curves", curves),
+            ("soak", soak),
+            ("workdir", workdir),
+        )
+        if value is not None
+    }
+    options_cls = run_mod.BenchOptions
+    try:
+        options = options_cls.quick(**overrides) if quick else options_cls(**overrides)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+    def progress(text: str) -> None:
+        click.echo(f"bench: {text}", err=True)
+
+    try:
+        result = run_mod.run_bench(options, progress)
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        raise click.ClickException(f"bench could not run: {exc}") from None
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(report_mod.render(result))
+    if not result["valid"]:
+        sys.exit(1)
+
+
+@click.command("bench-relay")
+@click.option("--listen", type=click.IntRange(0, 65535), required=True, help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--to", "upstream", required=True, help="Issuer HOST:PORT to forward to.")
+@click.option("--framing", default="2b", show_default=True, help="Framing on both sides.")
+def bench_relay(listen: int, host: str, upstream: str, framing: str) -> None:
+    """Run the frame relay (the benchmark's baseline): forward frames, never decode.
+
+    \b
+    Example:
+        switch bench-relay --listen 9200 --to 127.0.0.1:9101
+    """
+    from switch.relay import run
+
+    up_host, _, up_port = upstream.rpartition(":")
+    if not up_port.isdigit():
+        raise UsageError(f"--to: expected HOST:PORT, got {upstream!r}")
+    run((up_host or "127.0.0.1", int(up_port)), listen_port=listen, host=host, framing=framing)
+
+
+COMMANDS = [bench, bench_relay]
