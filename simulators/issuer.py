@@ -124,10 +124,6 @@ class Issuer:
             day = cutover.business_day(request)
             rows = self.ledger.settlement_rows(day) if day else None
             return Reply(answer=cutover.answer(request, rows))
-        if mti[:2] == "05":  # cutover totals, never faulted (simulators.cutover)
-            day = cutover.business_day(request)
-            rows = self.ledger.settlement_rows(day) if day else None
-            return Reply(answer=cutover.answer(request, rows))
         plan = faults.plan(self.config.faults, request, self.rng.random)
         if is_reversal(mti):
             row_id, decision = self.ledger.reverse(
