@@ -26,6 +26,7 @@ import datetime as dt
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +89,8 @@ class Txn:
     state: str = "in_flight"
     rrn: str = ""
     done: trio.Event = field(default_factory=trio.Event)
+    # (PAN, masked PAN, token) of the last leg: one HMAC per card, not per leg.
+    card: tuple[str, str, str] | None = None
 
     def finish(self, answer: dict[str, str] | None, state: str) -> None:
         self.answer = answer
@@ -96,6 +99,7 @@ class Txn:
         self.request = {k: v for k, v in self.request.items() if k in _KEEP}
         if self.issuer_request is not None:
             self.issuer_request = {k: v for k, v in self.issuer_request.items() if k in _KEEP}
+        self.card = None
         self.done.set()
 
 
@@ -132,12 +136,17 @@ class Processor:
         self.idle = trio.Event()
         self.idle.set()
         self.counters: dict[str, int] = {}
-        self.completed: list[float] = []  # trio times of answers (for TPS)
+        # trio times of answers in the last minute (for TPS): pruned as it grows,
+        # so a long run does not keep one float per transaction forever.
+        self.completed: deque[float] = deque()
 
     # -- legs ---------------------------------------------------------------------
 
     def _leg(self, txn: Txn, kind: str, msg: Mapping[str, str], **extra: Any) -> Leg:
         pan = msg.get(F_PAN) or txn.request.get(F_PAN) or ""
+        card = txn.card
+        if pan and (card is None or card[0] != pan):
+            card = txn.card = (pan, mask_pan(pan), self.vault.token(pan))
         fields: dict[str, Any] = {
             "txn_id": txn.txn_id,
             "leg": kind,
@@ -149,8 +158,8 @@ class Processor:
             "f7": msg.get(F_TRANSMISSION_TIME),
             "terminal": msg.get(F_TERMINAL) or txn.request.get(F_TERMINAL),
             "merchant": msg.get("42") or txn.request.get("42"),
-            "pan_masked": mask_pan(pan) if pan else None,
-            "pan_token": self.vault.token(pan) if pan else None,
+            "pan_masked": card[1] if pan and card else None,
+            "pan_token": card[2] if pan and card else None,
             "amount": _amount(msg),
             "currency": msg.get("49"),
             "processing_code": msg.get("3"),
@@ -177,7 +186,11 @@ class Processor:
             return await self._handle(listener, spec, frame)
         finally:
             self.in_flight -= 1
-            self.completed.append(trio.current_time())
+            now = trio.current_time()
+            completed = self.completed
+            completed.append(now)
+            while completed[0] <= now - 60:
+                completed.popleft()
             if self.in_flight == 0:
                 self.idle.set()
 
@@ -598,7 +611,8 @@ class Processor:
 
     def status(self) -> dict[str, Any]:
         now = trio.current_time()
-        self.completed = [t for t in self.completed if t > now - 60]
+        while self.completed and self.completed[0] <= now - 60:
+            self.completed.popleft()
         return {
             "in_flight": self.in_flight,
             "tps_1m": round(len(self.completed) / 60.0, 2),
