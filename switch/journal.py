@@ -475,26 +475,29 @@ def _create_schema(db: sqlite_utils.Database) -> None:
 
 
 def _apply(conn: sqlite3.Connection, leg: Leg) -> None:
-    """Upsert ``leg`` into its transaction row (the rules are in the module docstring)."""
+    """Upsert ``leg`` into its transaction row (the rules are in the module docstring).
+
+    One ``insert ... on conflict do update`` per leg: a new row gets exactly
+    the values the update would have given it (every filled or assigned
+    column is NULL before), an existing one the update.
+    """
     acquirer = leg.leg in _ACQUIRER_LEGS
     issuer = leg.leg in _ISSUER_LEGS
-    conn.execute(
-        "insert or ignore into transactions (txn_id, created_us, updated_us, state)"
-        " values (?, ?, ?, 'in_flight')",
-        (leg.txn_id, leg.time_us, leg.time_us),
-    )
-    sets = ["updated_us = max(coalesce(updated_us, 0), ?)"]
-    args: list[Any] = [leg.time_us]
+    columns = ["txn_id", "created_us", "updated_us", "state"]
+    values: list[Any] = [leg.txn_id, leg.time_us, leg.time_us, leg.state or "in_flight"]
+    sets = ["updated_us = max(coalesce(updated_us, 0), excluded.updated_us)"]
 
     def fill(column: str, value: Any) -> None:
         if value is not None:
-            sets.append(f"{column} = coalesce({column}, ?)")
-            args.append(value)
+            columns.append(column)
+            values.append(value)
+            sets.append(f"{column} = coalesce({column}, excluded.{column})")
 
     def assign(column: str, value: Any) -> None:
         if value is not None:
-            sets.append(f"{column} = ?")
-            args.append(value)
+            columns.append(column)
+            values.append(value)
+            sets.append(f"{column} = excluded.{column}")
 
     for column in _FILL:
         fill(column, getattr(leg, column))
@@ -518,9 +521,13 @@ def _apply(conn: sqlite3.Connection, leg: Leg) -> None:
         fill("response_code", leg.response_code)
         fill("auth_code", leg.auth_code)
     assign("latency_us", leg.latency_us)
-    assign("state", leg.state)
-    args.append(leg.txn_id)
-    conn.execute(f"update transactions set {', '.join(sets)} where txn_id = ?", args)
+    if leg.state is not None:
+        sets.append("state = excluded.state")
+    conn.execute(
+        f"insert into transactions ({', '.join(columns)}) values ({', '.join('?' * len(columns))})"
+        f" on conflict(txn_id) do update set {', '.join(sets)}",
+        values,
+    )
     if leg.original_txn and leg.original_txn != leg.txn_id and leg.state in _REVERSING:
         conn.execute(
             "update transactions set state = ?, reversed_by = ?,"
