@@ -35,7 +35,7 @@ import trio
 
 import specs
 from switch import codec, reversals
-from switch.cards import luhn_valid, mask_pan
+from switch.cards import luhn_valid, mask_pan, mask_text
 from switch.config import Config
 from switch.errors import CardError, CodecError, IssuerTimeout, JournalError, LinkDown, RoutingError
 from switch.issuer_link import IssuerLink
@@ -243,7 +243,7 @@ class Processor:
         except ValueError:
             raise exc from None
         self.writer.record(
-            self._leg(txn, "acquirer_in", partial, note=f"format error: {exc}"[:200]),
+            self._leg(txn, "acquirer_in", partial, note=mask_text(f"format error: {exc}")[:200]),
             self._leg(txn, "acquirer_out", answer, state="rejected"),
         )
         return answer
@@ -362,13 +362,14 @@ class Processor:
             return answer
         self._count("timed_out")
         log.warning("txn %s: %s; answering 91 and reversing through SAF", txn.txn_id, reason)
+        assert txn.issuer_request is not None
+        # The reversal is persisted first: a timed-out leg never exists without one.
+        self.queue_reversal(txn.txn_id, link.name, txn.issuer_request, txn.pan_enc)
         self.writer.record(
             self._leg(
                 txn, "acquirer_out", answer, state="timed_out", note=reason, latency_us=latency
             ),
         )
-        assert txn.issuer_request is not None
-        self.queue_reversal(txn.txn_id, link.name, txn.issuer_request, txn.pan_enc)
         txn.finish(answer, "timed_out")
         return answer
 
@@ -410,7 +411,11 @@ class Processor:
     async def on_unmatched(self, link: str, answer: dict[str, str] | None, reason: str) -> None:
         self._count("unmatched")
         txn = Txn(txn_id=secrets.token_hex(8), listener="", request={}, started=0.0, link=link)
-        self.writer.record(self._leg(txn, "unmatched", answer or {}, note=reason[:200]))
+        self.writer.record(
+            self._leg(
+                txn, "unmatched", answer or {}, note=mask_text(reason)[:200], state="rejected"
+            )
+        )
 
     # -- reversals ----------------------------------------------------------------
 
