@@ -251,9 +251,12 @@ class Processor:
     def _reject(self, txn: Txn, code: str, reason: str) -> dict[str, str]:
         self._count(f"rejected_{code}")
         answer = local_answer(txn.request, code, rrn=txn.rrn or None)
+        latency = int((trio.current_time() - txn.started) * 1_000_000)
         self.writer.record(
             self._leg(txn, "acquirer_in", txn.request, note=reason),
-            self._leg(txn, "acquirer_out", answer, state="rejected", note=reason),
+            self._leg(
+                txn, "acquirer_out", answer, state="rejected", note=reason, latency_us=latency
+            ),
         )
         txn.finish(answer, "rejected")
         return answer
