@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 import specs
 from simulators import cardbook
@@ -244,3 +245,49 @@ async def test_malformed_frame_gets_30_and_garbage_closes_only_that_connection(
             good = await client.request(build_request(pan="4111111111111111", amount=100))
             assert good is not None and good["39"] == "00"
             assert codec.decode(codec.encode(good, spec), spec) == good
+
+
+async def test_saf_holds_reversals_while_link_down_and_drains_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(20):
+        async with network(tmp_path) as net:
+            client = await net.client()
+            req = build_request(pan="4111111111111111", amount=5100)
+            answer = await client.request(req)
+            assert answer is not None and answer["39"] == "00"
+            book = cardbook.load()
+            ledger = Ledger.open(net.config.simulators["visa"].ledger, net.vault)
+            try:
+                held = book.get("4111111111111111").balance - 5100
+                assert ledger.balance("4111111111111111") == held
+                link = net.server.links["visa"]
+                link.set_admin_down(True)
+                journal = _journal(net)
+                [row] = journal.find_transactions(rrn=answer["37"], terminal=req["41"])
+                journal.close()
+                # A reversal the switch owes while the issuer is unreachable.
+                net.server.processor.queue_reversal(
+                    row["txn_id"],
+                    "visa",
+                    {
+                        "t": "0100",
+                        "3": "000000",
+                        "4": "000000005100",
+                        "7": row["issuer_f7"],
+                        "11": row["issuer_stan"],
+                        "37": row["rrn"],
+                        "41": req["41"],
+                        "49": "933",
+                    },
+                    net.server.vault.encrypt_pan("4111111111111111"),
+                )
+                await trio.testing.wait_all_tasks_blocked()
+                assert net.server.saf.depth("visa") == 1
+                assert ledger.balance("4111111111111111") == held
+                link.set_admin_down(False)
+                await _wait_state(net, answer["37"], req["41"], "timed_out_reversed")
+                assert net.server.saf.depth("visa") == 0
+                assert ledger.balance("4111111111111111") == held + 5100
+            finally:
+                ledger.close()
