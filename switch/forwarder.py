@@ -104,7 +104,7 @@ class SafForwarder:
         )
         try:
             await self.writer.commit(leg)
-            answer = await self.link.exchange(message)
+            answer = await self.link.exchange(message, context=_Late(self, entry))
         except (IssuerTimeout, LinkDown, JournalError) as exc:
             delay = backoff(entry.attempts, self.config.retry_initial, self.config.retry_max)
             now, error = _now_us(), str(exc)[:200]
@@ -115,6 +115,10 @@ class SafForwarder:
             )
             log.warning("SAF entry %s: %s; retry in %.1fs", entry.id, exc, delay)
             return
+        await self.settle(entry, answer)
+
+    async def settle(self, entry: SafEntry, answer: dict[str, str], *, late: bool = False) -> None:
+        """Any issuer answer to a SAF reversal settles it -- even one after its timeout."""
         code = answer.get("39", "96")
         state = "timed_out_reversed" if entry.reason == "auto" else "reversed"
         if entry.reason == "partial":
@@ -130,7 +134,7 @@ class SafForwarder:
                 response_code=code,
                 original_txn=entry.original_txn if entry.original_txn != entry.txn_id else None,
                 state=state,
-                note=f"SAF entry {entry.id} settled with {code}",
+                note=f"SAF entry {entry.id} settled with {code}" + (" (late)" if late else ""),
             )
         )
         now = _now_us()
@@ -144,3 +148,18 @@ class SafForwarder:
             self.link.name,
             "reversed" if code == APPROVED else f"answered {code}",
         )
+
+
+class _Late:
+    """Context of a SAF send: a late answer to it still settles the entry."""
+
+    __slots__ = ("entry", "forwarder")
+
+    def __init__(self, forwarder: SafForwarder, entry: SafEntry) -> None:
+        self.forwarder = forwarder
+        self.entry = entry
+
+    async def settle_late(self, answer: dict[str, str]) -> None:
+        fresh = await trio.to_thread.run_sync(self.forwarder.store.get, self.entry.id)
+        if fresh is not None and fresh.status == "pending":
+            await self.forwarder.settle(self.entry, answer, late=True)

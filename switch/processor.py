@@ -404,6 +404,10 @@ class Processor:
 
     async def on_late(self, context: Any, answer: dict[str, str]) -> None:
         """An issuer answer after its timeout: journal it; the reversal is already queued."""
+        settle_late = getattr(context, "settle_late", None)
+        if settle_late is not None:  # a SAF reversal answered late: that settles it
+            await settle_late(answer)
+            return
         if not isinstance(context, Txn):
             return
         self._count("late")

@@ -256,6 +256,11 @@ class SafStore:
 
     # -- operator views and actions -----------------------------------------------
 
+    def get(self, entry_id: int) -> SafEntry | None:
+        """One entry by id, or None."""
+        found = self._entries("select * from saf where id = ?", (entry_id,))
+        return found[0] if found else None
+
     def pending(self, link: str | None = None) -> builtins.list[SafEntry]:
         """Pending entries (of ``link``, or all), oldest first."""
         if link is None:

@@ -291,3 +291,44 @@ async def test_saf_holds_reversals_while_link_down_and_drains_when_it_is_back(
                 assert ledger.balance("4111111111111111") == held + 5100
             finally:
                 ledger.close()
+
+
+async def test_late_answer_is_journaled_as_late_and_the_approval_reversed(tmp_path: Path) -> None:
+    faults = {"visa": [{"kind": "latency", "pan": "4111111111111111", "seconds": 1.0}]}
+    with trio.fail_after(20):
+        async with network(tmp_path, faults=faults, timeout=0.3) as net:
+            client = await net.client()
+            req = build_request(pan="4111111111111111", amount=900)
+            answer = await client.request(req)
+            assert answer is not None and answer["39"] == "91"
+            row = await _wait_state(net, answer["37"], req["41"], "timed_out_reversed")
+            journal = _journal(net)
+            try:
+                while "late" not in [leg["leg"] for leg in journal.legs_of(row["txn_id"])]:
+                    await trio.sleep(0.05)
+                late = [leg for leg in journal.legs_of(row["txn_id"]) if leg["leg"] == "late"]
+            finally:
+                journal.close()
+            assert late[0]["response_code"] == "00"
+            assert net.server.links["visa"].stats.late >= 1  # the reversals may be late too
+
+
+async def test_reversal_overtaking_its_original_waits_for_it(tmp_path: Path) -> None:
+    faults = {"mastercard": [{"kind": "latency", "pan": "5555555555554444", "seconds": 0.3}]}
+    with trio.fail_after(20):
+        async with network(tmp_path, faults=faults) as net:
+            client = await net.client()
+            req = build_request(pan="5555555555554444", amount=1200)
+            original = await client.submit(req)
+            rev = build_request(
+                mti="0400",
+                pan="5555555555554444",
+                amount=1200,
+                terminal=req["41"],
+                extra={"90": "0100" + req["11"] + req["7"] + "0" * 22},
+            )
+            rev_answer = await client.request(rev)
+            assert original.done.is_set() and original.answer is not None
+            assert original.answer["39"] == "00"
+            assert rev_answer is not None and rev_answer["39"] == "00"
+            await _wait_state(net, original.answer["37"], req["41"], "reversed")
