@@ -1,10 +1,11 @@
 """The processes under test: a generated config, start/stop, and /proc readings.
 
 :class:`Network` starts the issuer simulators (``switch sim all``), the switch
-(``switch run``) and the frame relay (``switch bench-relay``) as separate
-processes from one generated ``switch.toml`` in a temporary folder: every
-port free on loopback, the journal and the ledgers in that folder, the
-shipped defaults otherwise (journal on, write-ahead on, info logging).
+(``switch run``), the baselines' own Visa simulator (``switch sim issuer``)
+and the frame relay in front of it (``switch bench-relay``) as separate
+processes from generated configs in a temporary folder: every port free on
+loopback, the journal and the ledgers in that folder, the shipped defaults
+otherwise (journal on, write-ahead on, info logging).
 
 CPU and memory come from the kernel's own accounting of each process
 (``/proc/<pid>/stat`` utime+stime, which includes the journal's writer
@@ -91,6 +92,7 @@ class Ports:
     listener: int
     relay: int
     simulators: dict[str, int]
+    baseline: int  # the baselines' own Visa simulator
 
 
 class Network:
@@ -103,14 +105,20 @@ class Network:
             listener=launch.free_port(),
             relay=launch.free_port(),
             simulators={name: launch.free_port() for name in SIM_NETWORKS},
+            baseline=launch.free_port(),
         )
         self.config_path = workdir / "switch.toml"
+        self.baseline_config_path = workdir / "baseline.toml"
         self.log_dir = workdir / "logs"
         self.processes: dict[str, launch.Process] = {}
 
     def __enter__(self) -> Network:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self._config_text())
+        self.config_path.write_text(self._config_text(self.ports.simulators, "sim"))
+        # The baselines get a Visa simulator of their own (own port, own
+        # ledger): saturating it must not starve the switch's links.
+        baseline_ports = {**self.ports.simulators, "visa": self.ports.baseline}
+        self.baseline_config_path.write_text(self._config_text(baseline_ports, "baseline"))
         try:
             self._start()
         except BaseException:
@@ -126,17 +134,17 @@ class Network:
     ) -> None:
         self.stop()
 
-    def _config_text(self) -> str:
+    def _config_text(self, sim_ports: dict[str, int], ledger_prefix: str) -> str:
         issuers, sims = [], []
         for name, (spec, framing) in SIM_NETWORKS.items():
-            port = self.ports.simulators[name]
+            port = sim_ports[name]
             issuers.append(
                 f'\n[issuers.{name}]\nspec = "{spec}"\nendpoints = ["127.0.0.1:{port}"]\n'
                 f'framing = "{framing}"\ntimeout = 5.0\nconnections = 1\necho_interval = 30.0\n'
             )
             sims.append(
                 f'\n[simulators.{name}]\nspec = "{spec}"\nhost = "127.0.0.1"\nport = {port}\n'
-                f'framing = "{framing}"\nledger = "var/sim-{name}.db"\n'
+                f'framing = "{framing}"\nledger = "var/{ledger_prefix}-{name}.db"\n'
             )
         return _CONFIG.format(
             listener_port=self.ports.listener,
@@ -151,6 +159,13 @@ class Network:
         self.processes["simulators"] = sims
         for port in self.ports.simulators.values():
             launch.wait_for_port("127.0.0.1", port, proc=sims.popen)
+        baseline = launch.start(
+            "baseline",
+            ["sim", "issuer", "--network", "visa", "--config", str(self.baseline_config_path)],
+            log_dir=self.log_dir,
+        )
+        self.processes["baseline"] = baseline
+        launch.wait_for_port("127.0.0.1", self.ports.baseline, proc=baseline.popen)
         switch = launch.start("switch", ["run", "--config", config], log_dir=self.log_dir)
         self.processes["switch"] = switch
         launch.wait_for_port("127.0.0.1", self.ports.listener, proc=switch.popen)
@@ -162,7 +177,7 @@ class Network:
                 "--listen",
                 str(self.ports.relay),
                 "--to",
-                f"127.0.0.1:{self.ports.simulators['visa']}",
+                f"127.0.0.1:{self.ports.baseline}",
             ],
             log_dir=self.log_dir,
         )
@@ -189,7 +204,7 @@ class Network:
     def stop(self) -> dict[str, int]:
         """SIGTERM each process (switch first: it flushes its journal); exit codes."""
         codes: dict[str, int] = {}
-        for name in ("relay", "switch", "simulators"):
+        for name in ("relay", "switch", "simulators", "baseline"):
             if name in self.processes:
                 codes[name] = self.processes[name].stop()
         return codes

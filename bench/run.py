@@ -2,9 +2,10 @@
 
 Three targets get the same load from a separate driver process (bench.load):
 
-    issuer  the Visa simulator itself, no switch (baseline a)
+    issuer  a Visa simulator, no switch (baseline a)
     relay   the frame relay (switch.relay) in front of that simulator (baseline b)
-    switch  the switch, journal and write-ahead on, routing to that simulator
+    switch  the switch, journal and write-ahead on, routing to its own simulators
+            (so a saturated baseline never starves the switch's links)
 
 For each: a closed loop (K in flight over N connections: the maximum TPS),
 then an open loop at each rate (latency p50/p95/p99/max as the acquirer sees
@@ -131,7 +132,7 @@ class _Runner:
     def _load_args(self, target: str) -> list[str]:
         if target == "switch":
             return ["--port", str(self.net.ports.listener), "--dialect", "acquirer"]
-        port = self.net.ports.relay if target == "relay" else self.net.ports.simulators["visa"]
+        port = self.net.ports.relay if target == "relay" else self.net.ports.baseline
         return ["--port", str(port), "--dialect", "issuer", "--spec", "visa"]
 
     def phase(
@@ -167,7 +168,7 @@ class _Runner:
             "--warmup",
             str(opts.warmup),
         ]
-        pid = self.net.pid("simulators" if target == "issuer" else target)
+        pid = self.net.pid("baseline" if target == "issuer" else target)
         cpu0 = cpu_seconds(pid)
         rss_start = rss_kib(pid)[0]
         samples: list[int] = []

@@ -48,7 +48,7 @@ def test_quick_bench_is_a_valid_run_with_every_number_reported(tmp_path: Path) -
     assert result["valid"] is True, result["problems"]
     assert result["errors"] == 0
     assert result["timeouts"] == 0
-    assert result["exit_codes"] == {"relay": 0, "switch": 0, "simulators": 0}
+    assert result["exit_codes"] == {"relay": 0, "switch": 0, "simulators": 0, "baseline": 0}
     assert result["machine"]["cores"] >= 1
     phases = [*result["closed"].values()]
     phases += [p for by_target in result["open"].values() for p in by_target.values()]
