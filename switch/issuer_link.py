@@ -214,8 +214,8 @@ class IssuerLink:
             endpoint = self.config.endpoints[(slot + attempt) % len(self.config.endpoints)]
             try:
                 stream = await self._connect(endpoint)
-            except (OSError, ssl.SSLError, trio.BrokenResourceError) as exc:
-                self.stats.last_error = f"connect {endpoint}: {exc}"
+            except (OSError, ssl.SSLError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+                self.stats.last_error = f"connect {endpoint}: {exc or 'timed out'}"
                 log.warning("link %s: cannot connect to %s: %s", self.name, endpoint, exc)
                 attempt += 1
                 with trio.move_on_after(delay):
@@ -229,17 +229,22 @@ class IssuerLink:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._read, conn, nursery.cancel_scope)
-                    await self._sign_on(conn)
-                    self._conns.append(conn)
-                    self.state = "up"
-                    self.up_event.set()
-                    nursery.start_soon(self._echo, conn, nursery.cancel_scope)
-                    while conn.alive and not self.admin_down:
-                        await self._changed.wait()
-                    nursery.cancel_scope.cancel()
-            except (LinkDown, IssuerTimeout) as exc:
-                self.stats.last_error = str(exc)
-                log.warning("link %s: %s", self.name, exc)
+                    # Errors are caught here, inside the nursery: escaping it they
+                    # would arrive wrapped in an ExceptionGroup and take the switch down.
+                    try:
+                        await self._sign_on(conn)
+                    except (LinkDown, IssuerTimeout) as exc:
+                        self.stats.last_error = f"sign-on: {exc}"
+                        log.warning("link %s: %s", self.name, self.stats.last_error)
+                        nursery.cancel_scope.cancel()
+                    else:
+                        self._conns.append(conn)
+                        self.state = "up"
+                        self.up_event.set()
+                        nursery.start_soon(self._echo, conn, nursery.cancel_scope)
+                        while conn.alive and not self.admin_down:
+                            await self._changed.wait()
+                        nursery.cancel_scope.cancel()
             finally:
                 await self._lost(conn, self.stats.last_error or "closed")
                 with trio.CancelScope(shield=True):

@@ -3,6 +3,7 @@ three issuer simulators on the far side. One test per scenario of the daemon iss
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,12 @@ from simulators import cardbook
 from simulators.ledger import Ledger
 from switch import codec
 from switch.cards import luhn_check_digit
-from switch.client import build_request
+from switch.client import AcquirerClient, build_request
+from switch.config import parse_config
 from switch.framing import encode_frame
 from switch.journal import Journal
-from tests.integration.netfixture import network
+from switch.server import Server
+from tests.integration.netfixture import network, raw_config
 
 
 def _valid(prefix: str, length: int = 16) -> str:
@@ -332,3 +335,35 @@ async def test_reversal_overtaking_its_original_waits_for_it(tmp_path: Path) -> 
             assert original.answer["39"] == "00"
             assert rev_answer is not None and rev_answer["39"] == "00"
             await _wait_state(net, original.answer["37"], req["41"], "reversed")
+
+
+async def test_issuer_that_never_answers_sign_on_leaves_the_switch_up(tmp_path: Path) -> None:
+    """A failed (re-)sign-on is the link's problem, never the whole switch's."""
+
+    async def black_hole(stream: trio.SocketStream) -> None:
+        async with stream:
+            while await stream.receive_some(4096):
+                pass  # read and never answer
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            [listener] = await nursery.start(
+                functools.partial(trio.serve_tcp, black_hole, 0, host="127.0.0.1")
+            )
+            port = listener.socket.getsockname()[1]
+            ports = {"visa": port, "mastercard": port, "belkart": port}
+            config = parse_config(raw_config(tmp_path, ports, timeout=0.2), tmp_path)
+            server = Server(config)
+            [switch_port] = await nursery.start(server.serve)
+            visa = server.links["visa"]
+            while visa.stats.reconnects < 2:
+                await trio.sleep(0.05)
+            assert visa.stats.last_error is not None and "sign-on" in visa.stats.last_error
+            client = await AcquirerClient.connect("127.0.0.1", switch_port)
+            await nursery.start(client.run)
+            answer = await client.request(build_request(pan="4111111111111111", amount=100))
+            assert answer is not None and answer["39"] == "91"
+            await client.aclose()
+            server.shutdown()
+            await server.stopped.wait()
+            nursery.cancel_scope.cancel()
