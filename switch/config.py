@@ -97,6 +97,7 @@ class IssuerConfig:
     tls_key: Path | None = None
     pin_key: str | None = None  # key-store name of the issuer zone PIN key
     mac_key: str | None = None  # key-store name of the MAC key; None = no MAC
+    kek_key: str | None = None  # key-store name of the key-exchange KEK (0800/161)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +140,10 @@ class SimulatorConfig:
     ledger: Path = Path("var/sim.db")
     cardbook: Path | None = None
     faults: tuple[FaultRule, ...] = ()
+    keystore: Path | None = None  # the issuer's own key store (same master key)
+    pin_key: str | None = None  # issuer zone PIN key: PIN blocks arrive under it
+    mac_key: str | None = None  # MAC key of the link to the switch; None = no MAC
+    kek_key: str | None = None  # KEK for key exchange (0800/161)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -363,6 +368,7 @@ def _issuer(t: _Table, name: str, spec_dirs: tuple[Path, ...]) -> IssuerConfig:
         tls_key=t.get("tls_key", None, path),
         pin_key=t.get("pin_key", None, _str),
         mac_key=t.get("mac_key", None, _str),
+        kek_key=t.get("kek_key", None, _str),
     )
     t.done()
     return c
@@ -428,6 +434,10 @@ def _simulator(t: _Table, name: str, spec_dirs: tuple[Path, ...]) -> SimulatorCo
         ledger=t.get("ledger", t.base / f"var/sim-{name}.db", path),
         cardbook=t.get("cardbook", None, path),
         faults=t.get("faults", (), faults),
+        keystore=t.get("keystore", None, path),
+        pin_key=t.get("pin_key", None, _str),
+        mac_key=t.get("mac_key", None, _str),
+        kek_key=t.get("kek_key", None, _str),
     )
     t.done()
     return c
