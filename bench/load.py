@@ -39,12 +39,13 @@ import trio
 
 import specs
 from switch import codec
+from switch.cards import luhn_valid
 from switch.client import build_request
 from switch.errors import CodecError, FramingError
 from switch.framing import FrameDecoder, Framing, encode_frame
 from switch.translate import to_issuer
 
-__all__ = ["LoadResult", "LoadSpec", "main", "percentile", "run_load"]
+__all__ = ["LoadResult", "LoadSpec", "bench_pans", "main", "percentile", "run_load"]
 
 _ACQUIRER_SPEC = "iso87ascii"
 _INSTITUTION_ID = "400001"
@@ -65,7 +66,7 @@ class LoadSpec:
     duration: float = 10.0
     warmup: float = 1.0
     timeout: float = 5.0
-    pan: str = "4111111111111111"
+    cards: int = 1000  # requests cycle over bench_pans(cards): see bench_pans
     amount: int = 1  # minor units: a long run must not exhaust the card
     samples: bool = False  # include every latency sample (ms) in the result
 
@@ -111,8 +112,23 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
 # -- frames -----------------------------------------------------------------------
 
 
+def bench_pans(count: int) -> list[str]:
+    """``count`` Luhn-valid Visa PANs (BIN 499) for the bench's own card book.
+
+    Load spreads over many cards because an issuer checks a card's daily
+    spend: one card carrying a whole run makes that check grow with the run.
+    """
+    pans = []
+    for i in range(count):
+        body = f"499{i:012d}"
+        pans.append(next(body + d for d in "0123456789" if luhn_valid(body + d)))
+    return pans
+
+
+
 def _request(spec: LoadSpec, terminal: str) -> dict[str, str]:
-    request = build_request(pan=spec.pan, amount=spec.amount, terminal=terminal, stan="000001")
+    pan = bench_pans(1)[0]
+    request = build_request(pan=pan, amount=spec.amount, terminal=terminal, stan="000001")
     if spec.dialect == "acquirer":
         return request
     return to_issuer(
@@ -198,7 +214,8 @@ class _Driver:
         self.spec = spec
         self.codec_spec = specs.load(spec.spec)
         self.framing = Framing(kind=spec.framing)
-        self.keys = ("11",) if spec.dialect == "acquirer" else ("11", "37")
+        self.keys = ("2", "11") if spec.dialect == "acquirer" else ("2", "11", "37")
+        self.pans = bench_pans(spec.cards)
         self.frames: dict[str, Callable[[dict[str, str]], bytes]] = {}
         self.result = LoadResult(
             mode=spec.mode,
@@ -220,7 +237,11 @@ class _Driver:
     def _frame(self, conn: _Conn) -> tuple[str, bytes]:
         self.seq += 1
         stan = f"{self.seq % 1_000_000 or 1:06d}"  # unique over a run of < 1M requests
-        values = {"11": stan, "37": f"{self.seq % 1_000_000_000_000:012d}"}
+        values = {
+            "2": self.pans[self.seq % len(self.pans)],
+            "11": stan,
+            "37": f"{self.seq % 1_000_000_000_000:012d}",
+        }
         return stan, self.frames[conn.terminal](values)
 
     def _queue(self, conn: _Conn, since: float) -> None:
@@ -417,7 +438,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=defaults.duration)
     parser.add_argument("--warmup", type=float, default=defaults.warmup)
     parser.add_argument("--timeout", type=float, default=defaults.timeout)
-    parser.add_argument("--pan", default=defaults.pan)
+    parser.add_argument("--cards", type=int, default=defaults.cards)
     parser.add_argument("--amount", type=int, default=defaults.amount)
     parser.add_argument("--samples", action="store_true", help="include every latency sample")
     return parser
