@@ -125,7 +125,6 @@ def bench_pans(count: int) -> list[str]:
     return pans
 
 
-
 def _request(spec: LoadSpec, terminal: str) -> dict[str, str]:
     pan = bench_pans(1)[0]
     request = build_request(pan=pan, amount=spec.amount, terminal=terminal, stan="000001")
