@@ -7,7 +7,7 @@ Everything binds port 0 on loopback and reports its port through
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,15 +101,26 @@ class Network:
 
 @asynccontextmanager
 async def network(
-    tmp_path: Path, faults: dict[str, list[dict[str, Any]]] | None = None, **issuer_overrides: Any
+    tmp_path: Path,
+    faults: dict[str, list[dict[str, Any]]] | None = None,
+    tweak: Callable[[dict[str, Any]], None] | None = None,
+    **issuer_overrides: Any,
 ) -> AsyncIterator[Network]:
-    base = parse_config(raw_config(tmp_path, {}, faults), tmp_path)
+    """``tweak`` edits the raw config (listeners, security, simulators) before it is parsed."""
+
+    def build(ports: dict[str, int]) -> Config:
+        raw = raw_config(tmp_path, ports, faults, **issuer_overrides)
+        if tweak is not None:
+            tweak(raw)
+        return parse_config(raw, tmp_path)
+
+    base = build({})
     vault = Vault.load_or_create(base.switch.token_key_file)
     async with trio.open_nursery() as nursery:
         sim_ports = {}
         for name, sim in base.simulators.items():
             sim_ports[name] = await nursery.start(functools.partial(serve_issuer, sim, vault=vault))
-        config = parse_config(raw_config(tmp_path, sim_ports, faults, **issuer_overrides), tmp_path)
+        config = build(sim_ports)
         server = Server(config)
         [port] = await nursery.start(server.serve)
         for link in server.links.values():
