@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from switch.errors import SwitchError
+
 if TYPE_CHECKING:
     from switch.server import Server
 
@@ -81,6 +83,20 @@ async def _dispatch(server: Server, request: dict[str, Any]) -> dict[str, Any]:
         for forwarder in server.forwarders.values():
             forwarder.kick()
         return {"ok": True, "retried": count}
+    if cmd == "key_exchange":
+        link = server.links.get(str(request.get("name")))
+        if link is None:
+            return {"ok": False, "error": f"no link named {request.get('name')!r}"}
+        try:
+            kcv = await link.exchange_key()
+        except SwitchError as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "link": link.name, "kcv": kcv}
+    if cmd == "keys_reload":
+        if server.keys is None:
+            return {"ok": False, "error": "no key store in use"}
+        await trio.to_thread.run_sync(server.keys.reload)
+        return {"ok": True}
     if cmd == "shutdown":
         server.shutdown()
         return {"ok": True}

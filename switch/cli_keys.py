@@ -169,4 +169,40 @@ def rotate(name: str, grace: float, config_path: Path) -> None:
         _show(store.rotate(name, grace=dt.timedelta(hours=grace)), "rotated")
 
 
+def _admin(config_path: Path, request: dict[str, object]) -> dict[str, object]:
+    from switch.admin import AdminError, call
+
+    try:
+        return call(load(config_path).switch.admin_socket, request, timeout=30.0)
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@keys.command("exchange")
+@click.argument("link")
+@config_option
+def exchange(link: str, config_path: Path) -> None:
+    """Send issuer link LINK a new zone PIN key (0800, F70 = 161, TR-31 under its KEK).
+
+    \b
+    Example:
+        switch keys exchange visa
+    """
+    answer = _admin(config_path, {"cmd": "key_exchange", "name": link})
+    click.echo(f"link {link}: new zone PIN key acknowledged, KCV {answer['kcv']}")
+
+
+@keys.command("reload")
+@config_option
+def reload(config_path: Path) -> None:
+    """Make the running switch re-read the key store (after rotate or import).
+
+    \b
+    Example:
+        switch keys rotate acquirer-zak && switch keys reload
+    """
+    _admin(config_path, {"cmd": "keys_reload"})
+    click.echo("the switch re-read its key store")
+
+
 COMMANDS = [keys]

@@ -135,12 +135,17 @@ class AcquirerClient:
         async with self._send_lock:
             await self.stream.send_all(data)
 
-    async def submit(self, request: dict[str, str]) -> Exchange:
-        """Send ``request``; the returned Exchange's ``done`` fires on its answer."""
+    async def submit(self, request: dict[str, str], *, message: bytes | None = None) -> Exchange:
+        """Send ``request``; the returned Exchange's ``done`` fires on its answer.
+
+        ``message`` sends these bytes instead of encoding ``request`` (a MAC'd
+        message, a deliberately broken one); the answer is still matched by
+        the request's F41 and F11.
+        """
         ex = Exchange(request=request, latency=trio.current_time())
         self._waiting[(request.get("41", ""), request.get("11", ""))] = ex
-        frame = encode_frame(codec.encode(request, self.spec), self.framing)
-        await self.send_raw(frame)
+        body = message if message is not None else codec.encode(request, self.spec)
+        await self.send_raw(encode_frame(body, self.framing))
         return ex
 
     async def request(

@@ -472,7 +472,7 @@ def parse_config(raw: Mapping[str, Any], base: Path, source: Path | None = None)
     sec_t = top.sub("security")
     path = _path_in(base)
     security = SecurityConfig(
-        keystore=sec_t.get("keystore", None, path),
+        keystore=sec_t.get("keystore", base / "var" / "keys.json", path),
         master_key_env=sec_t.get("master_key_env", "SWITCH_MASTER_KEY", _str),
         master_key_file=sec_t.get("master_key_file", None, path),
     )

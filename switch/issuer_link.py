@@ -17,6 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -28,8 +29,10 @@ import trio
 import specs
 from switch import codec
 from switch.config import Endpoint, IssuerConfig
-from switch.errors import CodecError, FramingError, IssuerTimeout, LinkDown
+from switch.errors import CodecError, FramingError, IssuerTimeout, LinkDown, SecurityError
 from switch.framing import FrameDecoder, Framing, encode_frame
+from switch.guard import Guard
+from switch.keys import KeyStore
 from switch.matching import InFlight, StanAllocator, match_key
 from switch.translate import transmission_time
 
@@ -104,10 +107,13 @@ class IssuerLink:
         on_late: LateHandler | None = None,
         on_unmatched: UnmatchedHandler | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self.spec = specs.load(config.spec, spec_dirs)
+        self.keys = keys
+        self.guard = Guard(self.spec, keys, mac_key=config.mac_key, pin_key=config.pin_key)
         self.framing = Framing(
             kind=config.framing, header=config.header, max_frame=config.max_frame
         )
@@ -144,7 +150,7 @@ class IssuerLink:
         if not self.is_up:
             raise _down("link is down", sent=False)
         conn = self._pick()
-        frame = encode_frame(codec.encode(message, self.spec), self.framing)
+        frame = encode_frame(self.guard.encode(message), self.framing)
         pending = _Pending(message=message, context=context, conn=conn)
         key = self.in_flight.add(message["t"], message["11"], pending)
         try:
@@ -318,10 +324,24 @@ class IssuerLink:
                 await self.on_unmatched(self.name, None, f"undecodable: {exc}")
             return
         mti, stan = answer.get("t", ""), answer.get("11", "")
+        try:
+            self.guard.check(frame, answer)
+        except SecurityError as exc:
+            bad: SecurityError | None = exc
+            log.error("link %s: answer %s STAN %s refused: %s", self.name, mti, stan, exc)
+        else:
+            bad = None
         result = self.in_flight.answer(mti, stan, trio.current_time())
         if result.kind == "matched" and result.item is not None:
-            result.item.answer = answer
+            if bad is not None:  # never acted on: the waiting request fails with 63
+                result.item.error = bad
+            else:
+                result.item.answer = answer
             result.item.done.set()
+        elif bad is not None:
+            self.stats.unmatched += 1
+            if self.on_unmatched is not None:
+                await self.on_unmatched(self.name, answer, f"bad MAC: {bad}")
         elif result.kind == "late" and result.item is not None:
             self.stats.late += 1
             log.warning(
@@ -335,22 +355,54 @@ class IssuerLink:
             if self.on_unmatched is not None:
                 await self.on_unmatched(self.name, answer, "no request with this STAN")
 
-    async def _network_request(self, conn: _Conn, code: str) -> dict[str, str]:
-        import datetime as dt
-
+    async def _network_request(
+        self, conn: _Conn, code: str, extra: dict[str, str] | None = None
+    ) -> dict[str, str]:
         stan = self.allocate_stan("0800")
         msg = {"t": "0800", "7": transmission_time(dt.datetime.now(dt.UTC)), "11": stan, "70": code}
+        msg.update(extra or {})
         pending = _Pending(message=msg, context=None, conn=conn)
         key = self.in_flight.add("0800", stan, pending)
         try:
-            await conn.send(encode_frame(codec.encode(msg, self.spec), self.framing))
+            await conn.send(encode_frame(self.guard.encode(msg), self.framing))
             with trio.move_on_after(self.config.timeout):
                 await pending.done.wait()
         finally:
             self.in_flight.forget(key)
+        if pending.error is not None:
+            raise pending.error
         if pending.answer is None:
             raise IssuerTimeout(f"{self.name}: no answer to 0800/{code}")
         return pending.answer
+
+    async def exchange_key(self) -> str:
+        """Dynamic key exchange (0800, F70 = 161): send a new issuer ZPK under the KEK.
+
+        The new key travels as a TR-31 block in F120; the issuer answers 0810
+        with 39 = 00 and the key's check value in F120. Only then does the new
+        key stay current here (the old one is kept for the rotation's grace
+        time); any failure restores the old key. Returns the new KCV.
+        """
+        keys, name, kek = self.keys, self.config.pin_key, self.config.kek_key
+        if keys is None or name is None or kek is None:
+            raise SecurityError(f"link {self.name}: key exchange needs pin_key and kek_key")
+        if not self._conns:
+            raise LinkDown(f"link {self.name} is down")
+        old = keys.get(name)
+        entry = keys.rotate(name)
+        try:
+            block = keys.export_tr31(name, kek)
+            answer = await self._network_request(self._pick(), "161", {"120": block})
+            if answer.get("39") != "00" or answer.get("120", "").upper() != entry.kcv.upper():
+                raise SecurityError(
+                    f"link {self.name}: key exchange refused ({answer.get('39')}, "
+                    f"KCV {answer.get('120', '-')} vs {entry.kcv})"
+                )
+        except BaseException:
+            keys.rotate(name, value=old)
+            raise
+        log.warning("link %s: new zone PIN key in use, KCV %s", self.name, entry.kcv)
+        return entry.kcv
 
     async def _sign_on(self, conn: _Conn) -> None:
         if not self.config.sign_on:

@@ -67,6 +67,7 @@ __all__ = [
     "key_list",
     "load_master_key",
     "master_key_path",
+    "random_key",
     "tdes_decrypt",
     "tdes_encrypt",
 ]
@@ -205,6 +206,13 @@ class KeyStore:
     @classmethod
     def open(cls, path: Path, master_key: bytes) -> KeyStore:
         """Read the store; SecurityError if it is missing, malformed or not this master key's."""
+        store = cls(path, master_key, {"keys": {}})
+        store.reload()
+        return store
+
+    def reload(self) -> None:
+        """(Re-)read the file: also how a running switch sees a rotation made by the CLI."""
+        path = self.path
         try:
             doc = json.loads(path.read_text())
         except FileNotFoundError:
@@ -215,10 +223,9 @@ class KeyStore:
             raise SecurityError(f"{path}: unreadable key store: {type(exc).__name__}") from None
         if not isinstance(doc, dict) or doc.get("format") != _FORMAT or "keys" not in doc:
             raise SecurityError(f"{path}: not a key store of format {_FORMAT}")
-        store = cls(path, master_key, doc)
-        if store._open(str(doc.get("check", "")), b"check") != _CHECK_PLAINTEXT:
+        if self._open(str(doc.get("check", "")), b"check") != _CHECK_PLAINTEXT:
             raise SecurityError(f"{path}: the store does not open under this master key")
-        return store
+        self._doc = doc
 
     # -- reading -------------------------------------------------------------
 
@@ -524,3 +531,8 @@ def load_master_key(security: SecurityConfig, *, environ: Mapping[str, str] | No
     if len(key) != 32:
         raise SecurityError(f"{where}: the master key must be 64 hex digits")
     return key
+
+
+def random_key(algorithm: str) -> bytes:
+    """A fresh key value for ``algorithm`` (tdes2, tdes3, aes256), e.g. for key exchange."""
+    return _random_key(algorithm)

@@ -19,10 +19,11 @@ from typing import Any
 import trio
 
 import specs
-from switch import codec
 from switch.config import ListenerConfig
 from switch.errors import CodecError, FramingError
 from switch.framing import FrameDecoder, Framing, encode_frame
+from switch.guard import Guard
+from switch.keys import KeyStore
 from switch.processor import Processor
 
 __all__ = ["Listener"]
@@ -60,11 +61,13 @@ class Listener:
         *,
         spec_dirs: tuple[Any, ...] = (),
         ssl_context: ssl.SSLContext | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self.processor = processor
         self.spec = specs.load(config.spec, spec_dirs)
+        self.guard = Guard(self.spec, keys, mac_key=config.mac_key, pin_key=config.pin_key)
         self.framing = Framing(
             kind=config.framing, header=config.header, max_frame=config.max_frame
         )
@@ -90,9 +93,7 @@ class Listener:
         self.port = tcp[0].socket.getsockname()[1]
         listeners: list[trio.abc.Listener[Any]] = list(tcp)
         if self.ssl_context is not None:
-            listeners = [
-                trio.SSLListener(t, self.ssl_context, https_compatible=False) for t in tcp
-            ]
+            listeners = [trio.SSLListener(t, self.ssl_context, https_compatible=False) for t in tcp]
         log.info(
             "listener %s on %s:%s (%s)", self.name, self.config.host, self.port, self.config.spec
         )
@@ -145,7 +146,7 @@ class Listener:
         self, frame: bytes, outbox: _Outbox, scope: trio.CancelScope, peer: str
     ) -> None:
         try:
-            answer = await self.processor.handle(self.name, self.spec, frame)
+            answer = await self.processor.handle(self.name, self.guard, frame)
         except CodecError as exc:
             self.closed_for_errors += 1
             log.warning(
@@ -159,7 +160,7 @@ class Listener:
         if answer is None:
             return
         try:
-            await outbox.send(encode_frame(codec.encode(answer, self.spec), self.framing))
+            await outbox.send(encode_frame(self.guard.encode(answer), self.framing))
         except CodecError as exc:
             log.error("listener %s: cannot encode answer: %s", self.name, exc)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

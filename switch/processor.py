@@ -37,13 +37,23 @@ import specs
 from switch import codec, reversals
 from switch.cards import luhn_valid, mask_pan, mask_text
 from switch.config import Config
-from switch.errors import CardError, CodecError, IssuerTimeout, JournalError, LinkDown, RoutingError
+from switch.errors import (
+    CardError,
+    CodecError,
+    IssuerTimeout,
+    JournalError,
+    LinkDown,
+    RoutingError,
+    SecurityError,
+)
+from switch.guard import Guard, translate_pin
 from switch.issuer_link import IssuerLink
 from switch.journal import JournalWriter, Leg
 from switch.messages import (
     APPROVED,
     F_ORIGINAL_DATA,
     F_PAN,
+    F_PIN_BLOCK,
     F_REPLACEMENT_AMOUNTS,
     F_RRN,
     F_STAN,
@@ -174,7 +184,7 @@ class Processor:
 
     # -- entry point ----------------------------------------------------------------
 
-    async def handle(self, listener: str, spec: specs.Spec, frame: bytes) -> dict[str, str] | None:
+    async def handle(self, listener: str, guard: Guard, frame: bytes) -> dict[str, str] | None:
         """Process one frame from an acquirer; return the answer (None: no answer).
 
         Raises CodecError when the frame cannot be answered (no MTI/F11): the
@@ -183,7 +193,7 @@ class Processor:
         self.in_flight += 1
         self.idle = trio.Event() if self.in_flight == 1 else self.idle
         try:
-            return await self._handle(listener, spec, frame)
+            return await self._handle(listener, guard, frame)
         finally:
             self.in_flight -= 1
             now = trio.current_time()
@@ -194,13 +204,26 @@ class Processor:
             if self.in_flight == 0:
                 self.idle.set()
 
-    async def _handle(self, listener: str, spec: specs.Spec, frame: bytes) -> dict[str, str] | None:
+    async def _handle(self, listener: str, guard: Guard, frame: bytes) -> dict[str, str] | None:
+        spec = guard.spec
         try:
             request = codec.decode(frame, spec)
             codec.validate(request, spec)
         except CodecError as exc:
             return self._format_error(listener, exc)
         mti = request["t"]
+        try:
+            guard.check(frame, request)
+        except SecurityError as exc:
+            # A bad or missing MAC: declined with 63, journaled, never forwarded.
+            bad = Txn(
+                txn_id=secrets.token_hex(8),
+                listener=listener,
+                request=request,
+                started=trio.current_time(),
+                rrn=request.get(F_RRN, ""),
+            )
+            return self._reject(bad, exc.response_code, str(exc))
         if mti[:2] == "08":
             return local_answer(request, APPROVED)  # echo / sign-on to the switch itself
         if mti[2] not in "02":
@@ -221,7 +244,7 @@ class Processor:
         try:
             if is_reversal(mti):
                 return await self._reversal(txn, spec, duplicate)
-            return await self._authorize(txn, spec)
+            return await self._authorize(txn, guard)
         finally:
             if not txn.done.is_set():  # cancelled or crashed mid-way: never leave waiters hanging
                 txn.finish(txn.answer, txn.state)
@@ -283,7 +306,8 @@ class Processor:
         self._rrn_seq += 1
         return rrn_for(dt.datetime.now(dt.UTC), self._rrn_seq)
 
-    async def _authorize(self, txn: Txn, spec: specs.Spec) -> dict[str, str]:
+    async def _authorize(self, txn: Txn, guard: Guard) -> dict[str, str]:
+        spec = guard.spec
         request = txn.request
         pan = request[F_PAN]
         if not txn.rrn:
@@ -308,6 +332,13 @@ class Processor:
             now=dt.datetime.now(dt.UTC),
             institution_id=self.institution_id,
         )
+        if F_PIN_BLOCK in request:
+            try:  # in memory only: re-encrypted under the issuer link's zone PIN key
+                issuer_msg[F_PIN_BLOCK] = translate_pin(
+                    request[F_PIN_BLOCK], pan, guard, link.guard
+                )
+            except SecurityError as exc:
+                return self._reject(txn, exc.response_code, str(exc))
         txn.issuer_request = issuer_msg
         txn.pan_enc = self.vault.encrypt_pan(pan)
         # Write-ahead: the issuer-out leg is on disk before the issuer can act on it.
@@ -330,6 +361,9 @@ class Processor:
         except (IssuerTimeout, LinkDown) as exc:
             sent = isinstance(exc, IssuerTimeout) or exc.sent
             return self._timed_out(txn, link, str(exc), sent=sent)
+        except SecurityError as exc:
+            # The issuer's answer failed its MAC: it may have approved, so reverse.
+            return self._timed_out(txn, link, str(exc), sent=True, code=exc.response_code)
         latency = int((trio.current_time() - txn.started) * 1_000_000)
         out = to_acquirer(answer, request)
         if F_RRN not in request and txn.rrn:
@@ -351,8 +385,10 @@ class Processor:
         except JournalError as exc:
             log.error("journal failed to record an outcome: %s", exc)
 
-    def _timed_out(self, txn: Txn, link: IssuerLink, reason: str, *, sent: bool) -> dict[str, str]:
-        answer = local_answer(txn.request, "91", rrn=txn.rrn or None)
+    def _timed_out(
+        self, txn: Txn, link: IssuerLink, reason: str, *, sent: bool, code: str = "91"
+    ) -> dict[str, str]:
+        answer = local_answer(txn.request, code, rrn=txn.rrn or None)
         latency = int((trio.current_time() - txn.started) * 1_000_000)
         if not sent:
             self._count("link_down")

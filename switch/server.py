@@ -22,9 +22,11 @@ from typing import Any
 import trio
 
 from switch.config import Config
+from switch.errors import SecurityError
 from switch.forwarder import SafForwarder
 from switch.issuer_link import IssuerLink
 from switch.journal import Journal, JournalWriter
+from switch.keys import KeyStore, load_master_key
 from switch.listener import Listener
 from switch.processor import Processor
 from switch.saf import SafStore
@@ -38,6 +40,7 @@ log = logging.getLogger("switch.server")
 class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.keys = open_keys(config)
         self.vault = Vault.load_or_create(config.switch.token_key_file)
         self.journal = Journal.open(config.switch.journal)
         self.saf = SafStore.open(config.switch.journal)
@@ -60,13 +63,18 @@ class Server:
                 on_late=self.processor.on_late,
                 on_unmatched=self.processor.on_unmatched,
                 ssl_context=_client_tls(issuer),
+                keys=self.keys,
             )
             self.forwarders[name] = SafForwarder(
                 self.links[name], self.saf, self.writer, self.vault, config.saf
             )
         self.listeners = [
             Listener(
-                lc, self.processor, spec_dirs=config.switch.spec_dirs, ssl_context=_server_tls(lc)
+                lc,
+                self.processor,
+                spec_dirs=config.switch.spec_dirs,
+                ssl_context=_server_tls(lc),
+                keys=self.keys,
             )
             for lc in config.listeners
         ]
@@ -152,6 +160,25 @@ class Server:
                 )
                 self._stop.set()
                 return
+
+
+def open_keys(config: Config) -> KeyStore | None:
+    """The key store, when any listener or link names a PIN, MAC or KEK key."""
+    named: list[str | None] = []
+    for lc in config.listeners:
+        named += [lc.pin_key, lc.mac_key]
+    for ic in config.issuers.values():
+        named += [ic.pin_key, ic.mac_key, ic.kek_key]
+    names = [name for name in named if name]
+    if not names:
+        return None
+    security = config.security
+    assert security.keystore is not None  # defaulted by the config loader
+    store = KeyStore.open(security.keystore, load_master_key(security))
+    missing = sorted({n for n in names if n not in store})
+    if missing:
+        raise SecurityError(f"{security.keystore}: no key named {', '.join(missing)}")
+    return store
 
 
 def _server_tls(listener: Any) -> Any:
