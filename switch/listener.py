@@ -88,7 +88,18 @@ class Listener:
             "tls": self.ssl_context is not None,
         }
 
-    async def run(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self,
+        *,
+        handler_nursery: trio.Nursery | None = None,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept connections until cancelled.
+
+        Connections run in ``handler_nursery`` when given, so that cancelling
+        this task stops *accepting* while open connections finish their
+        in-flight requests (graceful shutdown).
+        """
         tcp = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
         self.port = tcp[0].socket.getsockname()[1]
         listeners: list[trio.abc.Listener[Any]] = list(tcp)
@@ -99,7 +110,9 @@ class Listener:
         )
         async with trio.open_nursery() as nursery:
             task_status.started(self.port)
-            await trio.serve_listeners(self._connection, listeners, handler_nursery=nursery)
+            await trio.serve_listeners(
+                self._connection, listeners, handler_nursery=handler_nursery or nursery
+            )
 
     async def _connection(self, stream: trio.abc.Stream) -> None:
         self.accepted += 1

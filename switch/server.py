@@ -13,6 +13,7 @@ flush the journal and return.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import sys
@@ -129,18 +130,21 @@ class Server:
 
                     await inner.start(admin.serve, self)
                     ports: list[int] = []
-                    async with trio.open_nursery() as accepting:
-                        self._accepting = accepting.cancel_scope
-                        for listener in self.listeners:
-                            ports.append(await accepting.start(listener.run))
-                        task_status.started(ports)
-                        log.info("switch up: listeners %s, links %s", ports, list(self.links))
-                        accepting.start_soon(self._watch_signals, accepting.cancel_scope)
-                        await self._stop.wait()
-                        accepting.cancel_scope.cancel()
-                    # Listeners closed: give in-flight transactions their grace.
-                    with trio.move_on_after(self.config.switch.shutdown_grace):
-                        await self.processor.idle.wait()
+                    async with trio.open_nursery() as connections:
+                        async with trio.open_nursery() as accepting:
+                            self._accepting = accepting.cancel_scope
+                            for listener in self.listeners:
+                                run = functools.partial(listener.run, handler_nursery=connections)
+                                ports.append(await accepting.start(run))
+                            task_status.started(ports)
+                            log.info("switch up: listeners %s, links %s", ports, list(self.links))
+                            accepting.start_soon(self._watch_signals, accepting.cancel_scope)
+                            await self._stop.wait()
+                            accepting.cancel_scope.cancel()
+                        # No new connections; open ones get their grace to finish.
+                        with trio.move_on_after(self.config.switch.shutdown_grace):
+                            await self.processor.idle.wait()
+                        connections.cancel_scope.cancel()
                     inner.cancel_scope.cancel()
                 await self.writer.aclose()
                 outer.cancel_scope.cancel()

@@ -17,9 +17,14 @@ from tests.integration.netfixture import raw_config
 pytestmark = pytest.mark.e2e
 
 
-def _write_config(tmp_path: Path, *, timeout: float = 1.0) -> tuple[Path, int]:
+def _write_config(
+    tmp_path: Path,
+    *,
+    timeout: float = 1.0,
+    faults: dict | None = None,  # type: ignore[type-arg]
+) -> tuple[Path, int]:
     sim_ports = {name: free_port() for name in ("visa", "mastercard", "belkart")}
-    raw = raw_config(tmp_path, sim_ports, timeout=timeout)
+    raw = raw_config(tmp_path, sim_ports, faults, timeout=timeout)
     for name, port in sim_ports.items():
         raw["simulators"][name]["port"] = port
     listener_port = free_port()
@@ -71,15 +76,36 @@ async def _send_all(port: int, requests: list[dict[str, str]]) -> list[dict[str,
 
 
 def test_sigterm_finishes_in_flight_and_exits_0(tmp_path: Path) -> None:
-    config, port = _write_config(tmp_path)
+    # The issuer takes 0.8 s: SIGTERM arrives while the request is in flight.
+    slow = {"visa": [{"kind": "latency", "pan": "4111111111111111", "seconds": 0.8}]}
+    config, port = _write_config(tmp_path, timeout=3.0, faults=slow)
     sims = start("sims", ["sim", "all", "--config", str(config)], log_dir=tmp_path)
     switch = start("switch", ["run", "--config", str(config)], log_dir=tmp_path)
+    journal = tmp_path / "var" / "journal.db"
     try:
         wait_for_port("127.0.0.1", port, proc=switch.popen)
         wait_for_links(tmp_path / "var" / "switch.sock")
-        answers = trio.run(_send_all, port, [build_request(pan="4111111111111111", amount=100)])
-        assert answers[0] is not None and answers[0]["39"] == "00"
-        assert switch.stop() == 0, switch.log_text()
+
+        async def send_then_terminate() -> dict[str, str] | None:
+            with trio.fail_after(20):
+                client = await AcquirerClient.connect("127.0.0.1", port)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(client.run)
+                    ex = await client.submit(build_request(pan="4111111111111111", amount=100))
+                    while True:  # until the request has left for the issuer
+                        with sqlite3.connect(journal) as db:
+                            sql = "select count(*) from legs where leg='issuer_out'"
+                            if db.execute(sql).fetchone()[0]:
+                                break
+                        await trio.sleep(0.02)
+                    switch.popen.terminate()
+                    await ex.done.wait()
+                    await client.aclose()
+                return ex.answer
+
+        answer = trio.run(send_then_terminate)
+        assert answer is not None and answer["39"] == "00"
+        assert switch.popen.wait(15) == 0, switch.log_text()
         assert "4111111111111111" not in switch.log_text()
     finally:
         switch.kill()
