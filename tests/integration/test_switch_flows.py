@@ -19,6 +19,7 @@ from switch.client import AcquirerClient, build_request
 from switch.config import parse_config
 from switch.framing import encode_frame
 from switch.journal import Journal
+from switch.launch import free_port
 from switch.server import Server
 from tests.integration.netfixture import network, raw_config
 
@@ -367,3 +368,18 @@ async def test_issuer_that_never_answers_sign_on_leaves_the_switch_up(tmp_path: 
             server.shutdown()
             await server.stopped.wait()
             nursery.cancel_scope.cancel()
+
+
+async def test_primary_endpoint_down_traffic_goes_to_the_alternate(tmp_path: Path) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+
+    def primary_dead(raw: dict) -> None:  # type: ignore[type-arg]
+        raw["issuers"]["visa"]["endpoints"].insert(0, dead)
+
+    with trio.fail_after(20):
+        async with network(tmp_path, tweak=primary_dead) as net:
+            link = net.server.links["visa"]
+            assert link.status()["endpoint"] != dead
+            client = await net.client()
+            answer = await client.request(build_request(pan="4111111111111111", amount=100))
+            assert answer is not None and answer["39"] == "00"
