@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import tomllib
 from pathlib import Path
 
 import pytest
 import trio
+from click.testing import CliRunner, Result
 
+from switch.cli import main
 from switch.client import AcquirerClient, build_request
 from switch.config import parse_config
 from switch.launch import free_port, start, wait_for_links, wait_for_port
@@ -169,3 +172,47 @@ def test_kill_9_with_transactions_in_flight_leaves_no_money_held(tmp_path: Path)
     finally:
         switch.kill()
         sims.stop()
+
+
+def test_operator_commands_against_a_running_daemon(tmp_path: Path) -> None:
+    config, port = _write_config(tmp_path)
+    sims = start("sims", ["sim", "all", "--config", str(config)], log_dir=tmp_path)
+    switch = start("switch", ["run", "--config", str(config)], log_dir=tmp_path)
+    runner = CliRunner()
+
+    def cli(*args: str) -> Result:
+        return runner.invoke(main, [*args, "--config", str(config)])
+
+    try:
+        wait_for_port("127.0.0.1", port, proc=switch.popen)
+        wait_for_links(tmp_path / "var" / "switch.sock")
+        status = cli("status", "--json")
+        assert status.exit_code == 0, status.output
+        st = json.loads(status.output)
+        assert {link["name"]: link["state"] for link in st["links"]} == {
+            "visa": "up",
+            "mastercard": "up",
+            "belkart": "up",
+        }
+        assert st["listeners"][0]["address"].endswith(f":{port}")
+        assert "listeners:" in cli("status").output
+
+        down = cli("link", "down", "visa")
+        assert down.exit_code == 0 and "admin-down" in down.output
+        [answer] = trio.run(_send_all, port, [build_request(pan="4111111111111111", amount=100)])
+        assert answer is not None and answer["39"] == "91"
+        assert cli("link", "up", "visa").exit_code == 0
+        wait_for_links(tmp_path / "var" / "switch.sock")
+        [answer] = trio.run(_send_all, port, [build_request(pan="4111111111111111", amount=100)])
+        assert answer is not None and answer["39"] == "00"
+
+        saf = cli("saf", "list", "--json")
+        assert saf.exit_code == 0 and json.loads(saf.output) == []
+        assert "0 entries retried" in cli("saf", "retry").output
+        unknown = cli("link", "down", "amex")
+        assert unknown.exit_code == 1 and "no link named 'amex'" in unknown.output
+    finally:
+        assert switch.stop() == 0, switch.log_text()
+        sims.stop()
+    gone = cli("status")
+    assert gone.exit_code == 1 and "no switch is running" in gone.output
