@@ -44,10 +44,26 @@ def run(config_path: Path, log_level: str | None) -> None:
         trio.run(run_server, config)
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
-        raise click.ClickException(f"cannot start: {exc}") from None
-    except SwitchError as exc:
-        raise click.ClickException(str(exc)) from None
+    except (OSError, SwitchError, BaseExceptionGroup) as exc:
+        problem = _user_problem(exc)
+        if problem is None:
+            raise
+        raise click.ClickException(f"cannot run the switch: {problem}") from None
+
+
+def _user_problem(exc: BaseException) -> str | None:
+    """The operator-facing cause (port in use, bad key store...) inside trio's exception groups."""
+    from switch.errors import SwitchError
+
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _user_problem(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, OSError | SwitchError):
+        return str(exc)
+    return None
 
 
 def _admin(config_path: Path, request: dict[str, Any]) -> dict[str, Any]:

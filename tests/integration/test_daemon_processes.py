@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import tomllib
 from pathlib import Path
@@ -216,3 +217,15 @@ def test_operator_commands_against_a_running_daemon(tmp_path: Path) -> None:
         sims.stop()
     gone = cli("status")
     assert gone.exit_code == 1 and "no switch is running" in gone.output
+
+
+def test_run_on_a_taken_port_says_so_without_a_traceback(tmp_path: Path) -> None:
+    config, port = _write_config(tmp_path)
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = CliRunner().invoke(main, ["run", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "cannot run the switch" in result.output and "Address already in use" in result.output
+    assert "Traceback" not in result.output
