@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import sqlite3
 import tomllib
@@ -225,7 +226,12 @@ def test_run_on_a_taken_port_says_so_without_a_traceback(tmp_path: Path) -> None
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        result = CliRunner().invoke(main, ["run", "--config", str(config)])
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level  # `run` installs its own logging
+        try:
+            result = CliRunner().invoke(main, ["run", "--config", str(config)])
+        finally:
+            root.handlers[:], root.level = handlers, level
     assert result.exit_code == 1
     assert "cannot run the switch" in result.output and "Address already in use" in result.output
     assert "Traceback" not in result.output
