@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from switch import recon_io, recon_report
 from switch.journal import Journal, Leg
@@ -48,7 +49,7 @@ def build(directory: Path, legs: int) -> tuple[Path, Path, int]:
             txn_id, stan, rrn = f"b{n:015x}", f"{n % 999_999 + 1:06d}", f"4122{n:08d}"
             amount, refund = 100 + n % 50_000, n % 20 == 0
             code = "51" if n % 10 == 3 else "00"
-            common = {
+            common: dict[str, Any] = {
                 "txn_id": txn_id,
                 "terminal": f"T{n % 500:07d}",
                 "merchant": "SHOP00000000001",

@@ -34,16 +34,7 @@ def _rates(_ctx: click.Context, _param: click.Parameter, value: str | None) -> t
 
 
 def _bench_modules() -> tuple[Any, Any]:
-    """bench.run and bench.report, from the source tree when not installed."""
-    try:
-        return importlib.import_module("bench.run"), importlib.import_module("bench.report")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("bench", "bench.run", "bench.report"):
-            raise
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "bench" / "run.py").exists():
-        raise click.ClickException("the bench package is not installed beside switch")
-    sys.path.insert(0, str(root))
+    """bench.run and bench.report (imported late: the benchmark is not the daemon's code)."""
     return importlib.import_module("bench.run"), importlib.import_module("bench.report")
 
 
