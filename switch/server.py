@@ -209,20 +209,13 @@ async def run(
 
 
 def setup_logging(level: str = "info", log_file: Path | None = None) -> None:
-    from switch.cards import mask_text
-
-    class _Mask(logging.Filter):
-        """Last line of defence: no PAN-looking digit run reaches a log line."""
-
-        def filter(self, record: logging.LogRecord) -> bool:
-            record.msg = mask_text(record.getMessage())
-            record.args = None
-            return True
+    """Log to stderr or a file; every line passes the PAN mask (switch.logmask)."""
+    from switch.logmask import MaskingFilter
 
     handler: logging.Handler = (
         logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
     )
-    handler.addFilter(_Mask())
+    handler.addFilter(MaskingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
