@@ -4,13 +4,24 @@ Presentation only: queries are switch.journal's, numbers are switch.report's.
 Every row printed goes through :func:`safe_row` (no encrypted PAN, masked
 form only). Exit codes: 0 success; 2 bad usage, or no journal where the
 config says it is.
+
+The one exception is ``switch journal reveal TXN``: it opens the AES-GCM
+encrypted PAN of a transaction's issuer-out leg with the vault's data key
+(switch.vault) and prints the clear PAN on standard output, nowhere else.
+Each attempt, granted or refused, leaves an audit line (masked PAN, user,
+UTC time) in the switch's log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
+import getpass
 import io
+import logging
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,10 +30,14 @@ import click
 
 from switch.cards import mask_pan
 from switch.cli_common import UsageError, config_option, echo_json, json_option, load
+from switch.config import Config
+from switch.errors import ConfigError, SecurityError
 from switch.journal import LEG_KINDS, STATES, Journal
+from switch.logmask import MaskingFilter
 from switch.messages import response_code_meaning
+from switch.vault import Vault
 
-__all__ = ["journal", "report", "table"]
+__all__ = ["journal", "report", "reveal_pan", "table"]
 
 _TIME_HELP = "ISO time (2024-05-01T10:00, naive = local), 15m / 2h / 7d ago, today, yesterday."
 
@@ -34,6 +49,18 @@ def _journal_option(func: Any) -> Any:
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
         help="Journal file (default: switch.journal of the config).",
+    )(func)
+
+
+def _sub_config_option(func: Any) -> Any:
+    """A subcommand's own --config, defaulting to the journal group's."""
+    return click.option(
+        "--config",
+        "-c",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Path to switch.toml (default: the journal command's).",
     )(func)
 
 
@@ -89,6 +116,22 @@ def safe_row(row: Mapping[str, Any]) -> dict[str, Any]:
     if out.get("pan_masked"):
         out["pan_masked"] = mask_pan(str(out["pan_masked"]))  # idempotent on masked values
     return out
+
+
+def _resolve(db: Journal, txn: str) -> str:
+    """The one transaction ``txn`` names (an id or a unique prefix), or a ClickException."""
+    matches = [
+        r[0]
+        for r in db.db.conn.execute(
+            "select txn_id from transactions where txn_id like ? limit 2",
+            (txn.replace("%", "").replace("_", "") + "%",),
+        )
+    ]
+    if not matches:
+        raise click.ClickException(f"no transaction {txn!r} in {db.path}")
+    if len(matches) > 1:
+        raise UsageError(f"{txn!r} matches more than one transaction: give more of the id")
+    return str(matches[0])
 
 
 # -- journal ------------------------------------------------------------------------
@@ -266,14 +309,7 @@ def journal(
 @json_option
 @click.option("--csv", "as_csv", is_flag=True, help="CSV output (the legs).")
 @_journal_option
-@click.option(
-    "--config",
-    "-c",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Path to switch.toml (default: the journal command's).",
-)
+@_sub_config_option
 @click.pass_context
 def journal_show(
     ctx: click.Context,
@@ -297,20 +333,10 @@ def journal_show(
     as_csv = as_csv or opts["as_csv"]
     db = _open_journal(config_path or opts["config_path"], journal_path or opts["journal_path"])
     try:
-        matches = [
-            r[0]
-            for r in db.db.conn.execute(
-                "select txn_id from transactions where txn_id like ? limit 2",
-                (txn.replace("%", "").replace("_", "") + "%",),
-            )
-        ]
-        if not matches:
-            raise click.ClickException(f"no transaction {txn!r} in {db.path}")
-        if len(matches) > 1:
-            raise UsageError(f"{txn!r} matches more than one transaction: give more of the id")
-        row = db.transaction(matches[0])
+        txn_id = _resolve(db, txn)
+        row = db.transaction(txn_id)
         assert row is not None
-        legs = db.legs_of(matches[0])
+        legs = db.legs_of(txn_id)
         related = [
             db.transaction(other)
             for other in (row.get("original_txn"), row.get("reversed_by"))
@@ -375,6 +401,126 @@ def journal_show(
             ],
         )
     )
+
+
+# -- journal reveal -----------------------------------------------------------------
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # as switch.server's
+
+
+def reveal_pan(db: Journal, vault: Vault, txn_id: str) -> tuple[str, str]:
+    """The masked and the clear PAN of transaction ``txn_id``, from its issuer-out leg.
+
+    SecurityError (never holding a value) when no leg carries an encrypted
+    PAN, when it does not open under the vault's data key, or when what opens
+    is not the card the journal shows for the transaction.
+    """
+    encrypted = [leg for leg in db.legs_of(txn_id) if leg["leg"] == "issuer_out" and leg["pan_enc"]]
+    if not encrypted:
+        raise SecurityError(
+            f"transaction {txn_id} has no encrypted PAN (it never reached an issuer)"
+        )
+    leg = encrypted[-1]
+    pan = vault.decrypt_pan(leg["pan_enc"])
+    shown = leg.get("pan_masked") or (db.transaction(txn_id) or {}).get("pan_masked")
+    if shown and mask_pan(pan) != shown:
+        raise SecurityError(f"transaction {txn_id}: the encrypted PAN is not the card journaled")
+    return mask_pan(pan), pan
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (containers)
+        user = "?"
+    sudo = os.environ.get("SUDO_USER")
+    return f"{user} (uid {os.getuid()}{f', sudo by {sudo}' if sudo else ''})"
+
+
+def _audit(config: Config, level: int, text: str) -> None:
+    """One line in the switch's log (its file, else standard error), through the PAN mask.
+
+    ClickException when the line cannot be written: no audit, no reveal.
+    """
+    log_file = config.switch.log_file
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    record = logging.LogRecord(
+        "switch.audit", level, __file__, 0, f"{text} by {_who()} at {now}", None, None
+    )
+    try:
+        if log_file is not None:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = (
+            logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+        )
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the audit line to {log_file}: {exc}") from None
+    handler.addFilter(MaskingFilter())
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+    try:
+        handler.handle(record)
+    finally:
+        handler.close()
+
+
+@journal.command("reveal")
+@click.argument("txn")
+@click.option("--reason", default=None, help="Why (a chargeback case number...): for the audit.")
+@_journal_option
+@_sub_config_option
+@click.pass_context
+def journal_reveal(
+    ctx: click.Context,
+    txn: str,
+    reason: str | None,
+    journal_path: Path | None,
+    config_path: Path | None,
+) -> None:
+    """Print the clear PAN of one transaction (chargebacks); every attempt is audited.
+
+    TXN is a transaction id or a unique prefix of one. The PAN is kept only
+    AES-GCM encrypted on the legs sent to an issuer; it opens with the data
+    key of switch.token_key_file. The clear PAN goes to standard output and
+    nowhere else; the log gets an audit line with the masked PAN, the user
+    and the time. Exit 1 when the transaction is unknown, holds no encrypted
+    PAN or the key does not open it; 2 when the key file is missing or bad.
+
+    \b
+    Example:
+        switch journal reveal 3f2a9c1e --reason "chargeback CB-1042"
+    """
+    opts = ctx.obj
+    config = load(config_path or opts["config_path"])
+    why = f" ({reason})" if reason else ""
+
+    def refuse(exc: click.ClickException) -> click.ClickException:
+        with contextlib.suppress(click.ClickException):  # the refusal matters more
+            _audit(config, logging.WARNING, f"reveal of {txn!r} refused: {exc.message}{why}")
+        return exc
+
+    key_file = config.switch.token_key_file
+    if not key_file.exists():
+        raise refuse(UsageError(f"no data key at {key_file} (switch.token_key_file)"))
+    try:
+        vault = Vault.load_or_create(key_file)
+    except ConfigError as exc:
+        raise refuse(UsageError(str(exc))) from None
+    try:
+        path = journal_path or opts["journal_path"] or config.switch.journal
+        db = _open_journal(config_path or opts["config_path"], path)
+    except click.ClickException as exc:
+        raise refuse(exc) from None
+    try:
+        txn_id = _resolve(db, txn)
+        masked, pan = reveal_pan(db, vault, txn_id)
+    except SecurityError as exc:
+        raise refuse(click.ClickException(str(exc))) from None
+    except click.ClickException as exc:
+        raise refuse(exc) from None
+    finally:
+        db.close()
+    _audit(config, logging.WARNING, f"PAN {masked} of transaction {txn_id} revealed{why}")
+    click.echo(pan)
 
 
 # -- report -------------------------------------------------------------------------
