@@ -13,19 +13,21 @@ import functools
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 import trio
 
-from simulators import acquirer, settlement
+from simulators import acquirer, security, settlement
 from simulators.issuer import serve
 from simulators.ledger import Ledger
 from switch.cli_common import UsageError, config_option, echo_json, json_option, load
 from switch.config import Config, SimulatorConfig
-from switch.errors import ConfigError
+from switch.errors import ConfigError, SecurityError
+from switch.keys import KeyStore
+from switch.server import setup_logging
 from switch.vault import Vault
 
 __all__ = ["COMMANDS", "run_simulators", "sim"]
@@ -53,20 +55,20 @@ def _simulator(config: Config, network: str) -> SimulatorConfig:
         raise UsageError(f"no simulator named {network!r} in the config (known: {known})") from None
 
 
-def _setup_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=config.switch.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-async def run_simulators(sims: Sequence[SimulatorConfig], vault: Vault) -> None:
+async def run_simulators(
+    sims: Sequence[SimulatorConfig],
+    vault: Vault,
+    keys: Mapping[str, KeyStore | None] | None = None,
+) -> None:
     """Run ``sims`` in one process until SIGINT/SIGTERM, then stop cleanly."""
+    stores = keys or {}
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             for config in sims:
-                port = await nursery.start(functools.partial(serve, config, vault=vault))
+                run_one = functools.partial(
+                    serve, config, vault=vault, keys=stores.get(config.name)
+                )
+                port = await nursery.start(run_one)
                 click.echo(f"simulator {config.name} listening on {config.host}:{port}")
             async for signum in signals:
                 logging.getLogger("simulators").info("%s: stopping", signal.Signals(signum).name)
@@ -75,11 +77,12 @@ async def run_simulators(sims: Sequence[SimulatorConfig], vault: Vault) -> None:
 
 
 def _run(config: Config, sims: Sequence[SimulatorConfig]) -> None:
-    _setup_logging(config)
+    setup_logging(config.switch.log_level)
     try:
+        keys = {one.name: security.open_keys(one, config.security) for one in sims}
         vault = Vault.load_or_create(config.switch.token_key_file)
-        trio.run(run_simulators, sims, vault)
-    except ConfigError as exc:
+        trio.run(run_simulators, sims, vault, keys)
+    except (ConfigError, SecurityError) as exc:
         raise UsageError(str(exc)) from None
     except BaseExceptionGroup as group:
         bind_errors, rest = group.split(OSError)
@@ -222,6 +225,24 @@ def acquirer_command(
         _print_summary(summary)
     if not result.ok:
         sys.exit(1)
+
+
+@sim.command("cavv")
+@click.option("--pan", required=True, help="The card number (a 3-D Secure enrolled test card).")
+@click.option(
+    "--amount", required=True, help="Amount in minor units, as it will be in F4 (e.g. 1000)."
+)
+def cavv_command(pan: str, amount: str) -> None:
+    """Print the CAVV the simulators' ACS would issue for PAN and AMOUNT (for tests and demos).
+
+    Put it in the acquirer's F48 tag AV (with EC = 05) of an e-commerce request.
+    """
+    if not (pan.isascii() and pan.isdigit() and 12 <= len(pan) <= 19):
+        raise UsageError("--pan: expected 12 to 19 digits")
+    try:
+        click.echo(security.cavv_for(pan, amount))
+    except ValueError as exc:
+        raise UsageError(f"--amount: {exc}") from None
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

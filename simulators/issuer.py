@@ -17,7 +17,16 @@ configured faults (:mod:`simulators.faults`) to every request but network
 management. Neither changes the decision.
 
 A 0500 (cutover) is answered 0510 with the business day's ledger totals
-(:mod:`simulators.cutover`); network management 0800 with 0810.
+(:mod:`simulators.cutover`); network management 0800 with 0810, a key
+exchange (0800, F70 = 161) by taking the new zone PIN key
+(:func:`simulators.security.accept_key`).
+
+Security, when the simulator's config names keys (its own key store,
+:func:`simulators.security.open_keys`): with a ``mac_key`` every request's MAC
+is verified (a bad or missing one is answered 63 and never decided) and every
+answer is signed; with a ``pin_key`` F52 is verified against the card's PIN
+(55 when wrong). The 3-D Secure CAVV of enrolled cards is always checked
+(05 when invalid or absent). With ``tls_cert`` the port speaks TLS only.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import trio
 
 import specs
 from simulators import cardbook as cardbook_mod
-from simulators import cutover, faults
+from simulators import cutover, faults, security
 from simulators.cardbook import NETWORKS, CardBook
 from simulators.decisions import (
     Checks,
@@ -44,12 +53,14 @@ from simulators.decisions import (
     format_error,
 )
 from simulators.ledger import Ledger
-from switch import codec, ecommerce
+from switch import codec, ecommerce, tls
 from switch.cards import mask_pan, mask_text
 from switch.config import SimulatorConfig
-from switch.errors import CodecError, FramingError
+from switch.errors import CodecError, FramingError, SecurityError
 from switch.framing import FrameDecoder, Framing, encode_frame
-from switch.messages import F_PAN, F_STAN, is_request, is_reversal
+from switch.guard import Guard
+from switch.keys import KeyStore
+from switch.messages import F_NETWORK_MGMT, F_PAN, F_STAN, is_request, is_reversal
 from switch.vault import Vault
 
 __all__ = ["Issuer", "Reply", "serve"]
@@ -66,6 +77,9 @@ class Reply:
     plan: faults.FaultPlan = field(default_factory=faults.FaultPlan)
 
 
+_LEDGERED = ("01", "02", "04")  # MTI classes the ledger keeps a row for
+
+
 class _CloseConnection(Exception):
     """The stream cannot be read on: close this connection (reason in the message)."""
 
@@ -80,6 +94,7 @@ class Issuer:
         vault: Vault,
         cardbook: CardBook | None = None,
         checks: Checks | None = None,
+        keys: KeyStore | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
@@ -88,6 +103,10 @@ class Issuer:
         self.network = config.name if config.name in NETWORKS else config.spec
         book = cardbook or cardbook_mod.load(config.cardbook)
         self.cards = book.network(self.network) if self.network in NETWORKS else book
+        self.keys = keys
+        self.guard = Guard(self.spec, keys, mac_key=config.mac_key, pin_key=config.pin_key)
+        if checks is None:  # PIN checked when this issuer has a zone PIN key; CAVV always
+            checks = security.checks(self._pin_keys if config.pin_key else None)
         self.checks = checks
         self.rng = rng or random.Random()
         self.ledger = Ledger.open(config.ledger, vault, self.cards)
@@ -95,6 +114,12 @@ class Issuer:
 
     def close(self) -> None:
         self.ledger.close()
+
+    def _pin_keys(self) -> list[bytes]:
+        """The zone PIN key now (and the previous one in its grace time); none = PIN wrong."""
+        if self.keys is None or self.config.pin_key is None:
+            return []
+        return self.keys.candidates(self.config.pin_key)
 
     # -- the synchronous part: decode, decide, record --------------------------------
 
@@ -111,13 +136,33 @@ class Issuer:
             log.warning("%s: format error, answering 30: %s", self.network, mask_text(str(exc)))
             decision = format_error(str(exc))
             return Reply(answer=answer_for(readable, decision), row_id=None)
+        try:
+            self.guard.check(frame, request)
+        except SecurityError as exc:
+            return self._refuse(request, now, str(exc))
         return self.on_request(request, now)
+
+    def _refuse(self, request: dict[str, str], now: dt.datetime, reason: str) -> Reply | None:
+        """A request whose MAC does not verify: answered 63, journaled, never decided."""
+        mti = request.get("t", "")
+        log.warning("%s: %s stan %s refused: %s", self.network, mti, request.get(F_STAN), reason)
+        if not is_request(mti):
+            return None
+        decision = Decision(response_code="63", reason=reason)
+        row_id = self.ledger.record(request, now, decision) if mti[:2] in _LEDGERED else None
+        return Reply(answer=answer_for(request, decision), row_id=row_id)
 
     def on_request(self, request: dict[str, str], now: dt.datetime) -> Reply | None:
         mti = request.get("t", "")
         if not is_request(mti):
             log.warning("%s: ignoring a %s that is not a request", self.network, mti)
             return None
+        if mti[:2] == "08" and request.get(F_NETWORK_MGMT) == security.KEY_EXCHANGE:
+            decision, extra = security.accept_key(request, self.keys, self.config)
+            log.warning(
+                "%s: key exchange -> %s (%s)", self.network, decision.response_code, decision.reason
+            )
+            return Reply(answer={**answer_for(request, decision), **extra})
         if mti[:2] == "08":
             return Reply(answer=answer_for(request, decide_network_management(request)))
         if mti[:2] == "05":  # cutover: the business day's totals (simulators.cutover)
@@ -214,7 +259,7 @@ class Issuer:
                 async with send_lock:
                     await stream.aclose()
                 return
-            body = codec.encode(reply.answer, self.spec)
+            body = self.guard.encode(reply.answer)
             if plan.garble:
                 body = faults.garble(body)
             frame = encode_frame(body, self.framing)
@@ -232,7 +277,8 @@ class Issuer:
 
 
 def _peer(stream: trio.abc.Stream) -> str:
-    sock = getattr(stream, "socket", None)
+    inner = getattr(stream, "transport_stream", stream)  # under TLS, the TCP stream
+    sock = getattr(inner, "socket", None)
     try:
         host, port = sock.getpeername()[:2] if sock is not None else ("?", 0)
     except OSError:
@@ -246,19 +292,25 @@ async def serve(
     vault: Vault,
     cardbook: CardBook | None = None,
     checks: Checks | None = None,
+    keys: KeyStore | None = None,
     rng: random.Random | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one issuer simulator until cancelled; reports its bound port (port 0 works)."""
-    issuer = Issuer(config, vault=vault, cardbook=cardbook, checks=checks, rng=rng)
+    issuer = Issuer(config, vault=vault, cardbook=cardbook, checks=checks, keys=keys, rng=rng)
     try:
-        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
-        port = int(listeners[0].socket.getsockname()[1])
+        tcp = await trio.open_tcp_listeners(config.port, host=config.host)
+        port = int(tcp[0].socket.getsockname()[1])
+        listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
+        if config.tls_cert is not None and config.tls_key is not None:
+            context = tls.server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
+            listeners = [trio.SSLListener(t, context, https_compatible=False) for t in tcp]
         log.info(
-            "simulator %s (%s, %s framing) listening on %s:%d",
+            "simulator %s (%s, %s framing%s) listening on %s:%d",
             config.name,
             config.spec,
             config.framing,
+            ", TLS" if config.tls_cert else "",
             config.host,
             port,
         )

@@ -32,20 +32,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from simulators.cardbook import Card
-from simulators.decisions import Checks
+from simulators.decisions import Checks, Decision
+from switch.config import SecurityConfig, SimulatorConfig
 from switch.errors import SecurityError
-from switch.keys import tdes_encrypt
+from switch.keys import Keys, KeyStore, load_master_key, tdes_encrypt
 from switch.pin import decode_pin
 
 __all__ = [
     "CAVV_LENGTH",
+    "KEY_EXCHANGE",
     "SIMULATOR_ACS_KEY",
     "SIMULATOR_PVK",
+    "accept_key",
     "cavv_for",
     "checks",
+    "open_keys",
     "verify_cavv",
     "verify_pin",
     "visa_pvv",
@@ -55,6 +59,8 @@ __all__ = [
 SIMULATOR_PVK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 SIMULATOR_ACS_KEY = hashlib.sha256(b"switch simulator ACS key").digest()
 SIMULATOR_PVKI = "1"
+KEY_EXCHANGE = "161"  # F70 of an 0800 carrying a new zone PIN key (TR-31 block in F120)
+F_KEY_BLOCK = "120"
 CAVV_LENGTH = 28
 _DECIMALIZE = str.maketrans("abcdef", "012345")
 
@@ -74,13 +80,13 @@ def visa_pvv(pin: str, pan: str, pvk: bytes, pvki: str = SIMULATOR_PVKI) -> str:
 def verify_pin(
     block_hex: str,
     pan: str,
-    zpk: bytes,
+    zpk: Keys,
     card: Card,
     *,
     pvk: bytes = SIMULATOR_PVK,
     pvki: str = SIMULATOR_PVKI,
 ) -> bool:
-    """True when F52 (under ``zpk``) holds the card's PIN, by Visa PVV.
+    """True when F52 (under ``zpk``, or one of several keys) holds the card's PIN, by Visa PVV.
 
     False for a card without a PIN, a block that does not open, or a wrong PIN.
     """
@@ -118,20 +124,73 @@ def verify_cavv(cavv: str, pan: str, amount: int | str, key: bytes = SIMULATOR_A
     return hmac.compare_digest(cavv.encode("ascii", "replace"), expected.encode("ascii"))
 
 
+def _key_source(zpk: Keys | Callable[[], Keys] | None) -> Callable[[], Keys] | None:
+    if zpk is None or callable(zpk):
+        return zpk
+    fixed: Keys = zpk
+    return lambda: fixed
+
+
 def checks(
-    zpk: bytes | None,
+    zpk: Keys | Callable[[], Keys] | None,
     *,
     pvk: bytes = SIMULATOR_PVK,
     acs_key: bytes = SIMULATOR_ACS_KEY,
 ) -> Checks:
-    """The hooks :func:`simulators.decisions.decide` asks: PIN (if a ZPK is given) and CAVV."""
+    """The hooks :func:`simulators.decisions.decide` asks: PIN (if a ZPK is given) and CAVV.
+
+    ``zpk`` may be a function giving the zone PIN key(s) at the time of the
+    check, so that a key received over key exchange (0800/161) is used at once
+    and the previous one is still accepted during its grace time.
+    """
+    zpks = _key_source(zpk)
 
     def pin_ok(request: Mapping[str, str], card: Card) -> bool:
-        assert zpk is not None
-        return verify_pin(request.get("52", ""), request.get("2", ""), zpk, card, pvk=pvk)
+        assert zpks is not None
+        return verify_pin(request.get("52", ""), request.get("2", ""), zpks(), card, pvk=pvk)
 
     def cavv_ok(request: Mapping[str, str], card: Card, ecommerce: Mapping[str, str]) -> bool:
         cavv = ecommerce.get("cavv")
         return bool(cavv) and verify_cavv(cavv or "", card.pan, request.get("4", ""), acs_key)
 
-    return Checks(pin_ok=pin_ok if zpk is not None else None, cavv_ok=cavv_ok)
+    return Checks(pin_ok=pin_ok if zpks is not None else None, cavv_ok=cavv_ok)
+
+
+def open_keys(config: SimulatorConfig, security: SecurityConfig) -> KeyStore | None:
+    """The simulator's own key store, when it names a PIN, MAC or KEK key.
+
+    The issuer's keys are its own (``[simulators.NAME] keystore``), not the
+    switch's: the two sides share a key's *value* because it was exchanged,
+    never a file. The master key is found as the switch's is.
+    """
+    names = [name for name in (config.pin_key, config.mac_key, config.kek_key) if name]
+    if not names:
+        return None
+    if config.keystore is None:
+        raise SecurityError(f"simulator {config.name}: keys are named but no keystore is set")
+    store = KeyStore.open(config.keystore, load_master_key(security))
+    missing = sorted({n for n in names if n not in store})
+    if missing:
+        raise SecurityError(f"{config.keystore}: no key named {', '.join(missing)}")
+    return store
+
+
+def accept_key(
+    request: Mapping[str, str], keys: KeyStore | None, config: SimulatorConfig
+) -> tuple[Decision, dict[str, str]]:
+    """Key exchange (0800, F70 = 161): take the new zone PIN key from F120's TR-31 block.
+
+    The block is opened under the simulator's KEK and becomes the current
+    version of its ``pin_key`` (the previous one stays valid for the grace
+    time, for PIN blocks already on the way). Answered 00 with the new key's
+    check value in F120, which the switch compares with its own before it
+    uses the key; 63 when the block does not open; 12 when this simulator has
+    no KEK or PIN key to exchange.
+    """
+    if keys is None or config.pin_key is None or config.kek_key is None:
+        return Decision(response_code="12", reason="key exchange not configured here"), {}
+    try:
+        entry = keys.import_tr31(config.pin_key, request.get(F_KEY_BLOCK, ""), config.kek_key)
+    except SecurityError as exc:
+        return Decision(response_code="63", reason=f"key exchange refused: {exc}"), {}
+    return Decision(response_code="00", reason="new zone PIN key"), {F_KEY_BLOCK: entry.kcv}

@@ -144,6 +144,9 @@ class SimulatorConfig:
     pin_key: str | None = None  # issuer zone PIN key: PIN blocks arrive under it
     mac_key: str | None = None  # MAC key of the link to the switch; None = no MAC
     kek_key: str | None = None  # KEK for key exchange (0800/161)
+    tls_cert: Path | None = None  # serve TLS with this certificate chain (PEM)...
+    tls_key: Path | None = None  # ...and its private key
+    tls_client_ca: Path | None = None  # require client certificates from this CA
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -330,10 +333,17 @@ def _listener(t: _Table, spec_dirs: tuple[Path, ...], index: int) -> ListenerCon
         pin_key=t.get("pin_key", None, _str),
         mac_key=t.get("mac_key", None, _str),
     )
-    if (c.tls_cert is None) != (c.tls_key is None):
-        raise ConfigError(f"{t.key('tls_cert')}: tls_cert and tls_key go together")
+    _check_tls(t, c.tls_cert, c.tls_key, c.tls_client_ca)
     t.done()
     return c
+
+
+def _check_tls(t: _Table, cert: Path | None, key: Path | None, client_ca: Path | None) -> None:
+    """A TLS server needs both its certificate and key; client certificates need TLS."""
+    if (cert is None) != (key is None):
+        raise ConfigError(f"{t.key('tls_cert')}: tls_cert and tls_key go together")
+    if client_ca is not None and cert is None:
+        raise ConfigError(f"{t.key('tls_client_ca')}: needs tls_cert and tls_key")
 
 
 def _issuer(t: _Table, name: str, spec_dirs: tuple[Path, ...]) -> IssuerConfig:
@@ -434,11 +444,15 @@ def _simulator(t: _Table, name: str, spec_dirs: tuple[Path, ...]) -> SimulatorCo
         ledger=t.get("ledger", t.base / f"var/sim-{name}.db", path),
         cardbook=t.get("cardbook", None, path),
         faults=t.get("faults", (), faults),
-        keystore=t.get("keystore", None, path),
+        keystore=t.get("keystore", t.base / f"var/sim-{name}-keys.json", path),
         pin_key=t.get("pin_key", None, _str),
         mac_key=t.get("mac_key", None, _str),
         kek_key=t.get("kek_key", None, _str),
+        tls_cert=t.get("tls_cert", None, path),
+        tls_key=t.get("tls_key", None, path),
+        tls_client_ca=t.get("tls_client_ca", None, path),
     )
+    _check_tls(t, c.tls_cert, c.tls_key, c.tls_client_ca)
     t.done()
     return c
 

@@ -105,7 +105,9 @@ class SafForwarder:
         try:
             await self.writer.commit(leg)
             answer = await self.link.exchange(message, context=_Late(self, entry))
-        except (IssuerTimeout, LinkDown, JournalError) as exc:
+        except (IssuerTimeout, LinkDown, JournalError, SecurityError) as exc:
+            # SecurityError: the answer's MAC failed, so it proves nothing; the
+            # reversal is retried (with backoff) until a trustworthy answer comes.
             delay = backoff(entry.attempts, self.config.retry_initial, self.config.retry_max)
             now, error = _now_us(), str(exc)[:200]
             await trio.to_thread.run_sync(

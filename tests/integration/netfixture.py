@@ -15,10 +15,8 @@ from typing import Any
 
 import trio
 
-try:
-    from simulators.issuer import serve as serve_issuer
-except ImportError:
-    serve_issuer = None
+from simulators.issuer import serve as serve_issuer
+from simulators.security import open_keys as open_sim_keys
 from switch.client import AcquirerClient
 from switch.config import Config, parse_config
 from switch.server import Server
@@ -119,7 +117,9 @@ async def network(
     async with trio.open_nursery() as nursery:
         sim_ports = {}
         for name, sim in base.simulators.items():
-            sim_ports[name] = await nursery.start(functools.partial(serve_issuer, sim, vault=vault))
+            keys = open_sim_keys(sim, base.security)
+            run_sim = functools.partial(serve_issuer, sim, vault=vault, keys=keys)
+            sim_ports[name] = await nursery.start(run_sim)
         config = build(sim_ports)
         server = Server(config)
         [port] = await nursery.start(server.serve)

@@ -16,10 +16,12 @@ from click.testing import CliRunner
 
 import specs
 from simulators.issuer import Issuer
+from simulators.security import CAVV_LENGTH, verify_cavv
 from switch import codec, launch
 from switch.cli import main
 from switch.config import load_config
 from switch.framing import FrameDecoder, Framing, encode_frame
+from switch.keys import KeyStore
 from switch.vault import Vault
 
 NETWORKS = {"visa": "2b", "mastercard": "2b", "belkart": "4a"}
@@ -144,3 +146,45 @@ def test_sim_all_serves_every_network_and_stops_cleanly_on_sigterm(tmp_path: Pat
         proc.popen.send_signal(signal.SIGTERM)
         assert proc.popen.wait(15) == 0, proc.log_text()
     assert "Traceback" not in proc.log_text()
+
+
+def test_sim_cavv_prints_the_cavv_the_simulators_accept() -> None:
+
+    result = CliRunner().invoke(
+        main, ["sim", "cavv", "--pan", "4000000000000200", "--amount", "2500"]
+    )
+    assert result.exit_code == 0, result.output
+    cavv = result.output.strip()
+    assert len(cavv) == CAVV_LENGTH
+    assert verify_cavv(cavv, "4000000000000200", "000000002500")
+    assert not verify_cavv(cavv, "4000000000000200", "000000002501")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pan", "4000x", "--amount", "1"], "--pan: expected 12 to 19 digits"),
+        (["--pan", "4000000000000200", "--amount", "12.50"], "--amount"),
+    ],
+)
+def test_sim_cavv_usage_errors_exit_2(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["sim", "cavv", *args])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_a_simulator_naming_a_key_its_store_lacks_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    master = bytes(range(32))
+    monkeypatch.setenv("SWITCH_MASTER_KEY", master.hex())
+    KeyStore.create(tmp_path / "var" / "sim-visa-keys.json", master)
+    config_path = _write_config(tmp_path, {"visa": 0})
+    config_path.write_text(
+        config_path.read_text().replace(
+            'ledger = "var/sim-visa.db"\n', 'ledger = "var/sim-visa.db"\npin_key = "visa-zpk"\n'
+        )
+    )
+    result = CliRunner().invoke(main, ["sim", "issuer", "-n", "visa", "-c", str(config_path)])
+    assert result.exit_code == 2
+    assert "no key named visa-zpk" in result.output
+    assert "Traceback" not in result.output

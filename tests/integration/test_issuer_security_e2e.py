@@ -1,0 +1,239 @@
+"""Security between the switch and the issuer simulators, end to end over loopback.
+
+The simulators verify what an issuer verifies: the PIN under their own zone
+PIN key, the MAC of every request under the link's MAC key, the 3-D Secure
+CAVV of enrolled cards; they take a new zone PIN key over key exchange
+(0800/161) and can serve TLS. Each side has its own key store file; they
+share key *values* only, as two real parties do after a key ceremony.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from simulators.security import cavv_for
+from switch import tls
+from switch.client import AcquirerClient, build_request
+from switch.errors import SecurityError
+from switch.framing import Framing, encode_frame
+from switch.keys import KeyStore
+from switch.pin import encode_pin_block
+from tests.integration.netfixture import NETWORKS, network
+
+ACQ_ZPK = "acquirer-zpk"
+PIN_CARDS = {
+    "visa": "4111111111111111",
+    "mastercard": "5555555555554444",
+    "belkart": "9112000000000006",
+}
+ENROLLED = {
+    "visa": "4000000000000200",
+    "mastercard": "5200000000000007",
+    "belkart": "9112000000000022",
+}
+
+
+class Stores:
+    """The switch's key store and each simulator's, under one master key."""
+
+    def __init__(self, tmp: Path) -> None:
+        master = secrets.token_bytes(32)
+        self.master = master
+        self.switch = KeyStore.create(tmp / "var" / "keys.json", master)
+        self.sims = {
+            name: KeyStore.create(tmp / "var" / f"sim-{name}-keys.json", master)
+            for name in NETWORKS
+        }
+        self.switch.generate(ACQ_ZPK, "ZPK")
+
+    def shared(
+        self, network: str, name: str, key_type: str, *, sim_value: bytes | None = None
+    ) -> None:
+        """Key ``name`` on both sides of ``network``'s link (or a different value at the issuer)."""
+        entry = self.switch.generate(name, key_type)
+        value = sim_value if sim_value is not None else self.switch.get(name)
+        self.sims[network].import_key(name, key_type, value.hex(), algorithm=entry.algorithm)
+
+
+@pytest.fixture
+def stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Stores:
+    made = Stores(tmp_path)
+    monkeypatch.setenv("SWITCH_MASTER_KEY", made.master.hex())
+    return made
+
+
+def _keys(**per_side: dict[str, str]) -> Callable[[dict[str, Any]], None]:
+    """A config tweak: key names per network for the switch's link and the simulator."""
+
+    def tweak(raw: dict[str, Any]) -> None:
+        raw["listeners"][0]["pin_key"] = ACQ_ZPK
+        for side, names in per_side.items():
+            table, network = (
+                ("issuers", side[len("link_") :])
+                if side.startswith("link_")
+                else (
+                    "simulators",
+                    side[len("sim_") :],
+                )
+            )
+            raw[table][network].update(names)
+
+    return tweak
+
+
+def _pin_request(stores: Stores, pan: str, pin: str, amount: int = 100) -> dict[str, str]:
+    block = encode_pin_block(pin, pan, stores.switch.get(ACQ_ZPK))
+    return build_request(pan=pan, amount=amount, extra={"52": block})
+
+
+async def _code(client: AcquirerClient, request: dict[str, str]) -> str:
+    answer = await client.request(request)
+    assert answer is not None
+    return answer["39"]
+
+
+def _pin_tweak(stores: Stores, *, kek: bool = False) -> Callable[[dict[str, Any]], None]:
+    sides: dict[str, dict[str, str]] = {}
+    for net in NETWORKS:
+        stores.shared(net, f"{net}-zpk", "ZPK")
+        names = {"pin_key": f"{net}-zpk"}
+        if kek:
+            names["kek_key"] = f"{net}-kek"
+        sides[f"link_{net}"] = sides[f"sim_{net}"] = names
+    return _keys(**sides)
+
+
+async def test_each_issuer_verifies_the_translated_pin(tmp_path: Path, stores: Stores) -> None:
+    with trio.fail_after(30):
+        async with network(tmp_path, tweak=_pin_tweak(stores)) as net:
+            client = await net.client()
+            for name, pan in PIN_CARDS.items():
+                assert await _code(client, _pin_request(stores, pan, "1234")) == "00", name
+                assert await _code(client, _pin_request(stores, pan, "4321")) == "55", name
+                assert await _code(client, _pin_request(stores, pan, "12345")) == "55", name
+
+
+async def test_key_exchange_gives_the_issuer_the_new_pin_key(
+    tmp_path: Path, stores: Stores
+) -> None:
+    for net in NETWORKS:
+        stores.shared(net, f"{net}-kek", "KEK")
+    with trio.fail_after(30):
+        async with network(tmp_path, tweak=_pin_tweak(stores, kek=True)) as net:
+            client = await net.client()
+            for name, pan in PIN_CARDS.items():
+                before = stores.switch.entry(f"{name}-zpk")
+                kcv = await net.server.links[name].exchange_key()
+                assert kcv != before.kcv
+                sim_store = KeyStore.open(stores.sims[name].path, stores.master)
+                assert sim_store.entry(f"{name}-zpk").kcv == kcv
+                assert sim_store.entry(f"{name}-zpk").version == before.version + 1
+                # Traffic goes on under the new key: right PIN 00, wrong 55.
+                assert await _code(client, _pin_request(stores, pan, "1234")) == "00", name
+                assert await _code(client, _pin_request(stores, pan, "9999")) == "55", name
+
+
+async def test_key_exchange_under_a_wrong_kek_is_refused_and_the_old_key_stays(
+    tmp_path: Path, stores: Stores
+) -> None:
+    stores.shared("visa", "visa-zpk", "ZPK")
+    stores.shared("visa", "visa-kek", "KEK", sim_value=secrets.token_bytes(32))
+    names = {"pin_key": "visa-zpk", "kek_key": "visa-kek"}
+    with trio.fail_after(30):
+        async with network(tmp_path, tweak=_keys(link_visa=names, sim_visa=names)) as net:
+            before = stores.switch.entry("visa-zpk")
+            with pytest.raises(SecurityError, match="refused"):
+                await net.server.links["visa"].exchange_key()
+            after = KeyStore.open(stores.switch.path, stores.master).entry("visa-zpk")
+            assert after.kcv == before.kcv
+            sim_after = KeyStore.open(stores.sims["visa"].path, stores.master).entry("visa-zpk")
+            assert sim_after.kcv == before.kcv and sim_after.version == before.version
+            client = await net.client()
+            assert await _code(client, _pin_request(stores, PIN_CARDS["visa"], "1234")) == "00"
+
+
+@pytest.mark.parametrize("mac_on", ["both", "issuer_only", "different_keys"])
+async def test_issuer_link_mac(tmp_path: Path, stores: Stores, mac_on: str) -> None:
+    sides: dict[str, dict[str, str]] = {}
+    for net in NETWORKS:
+        other = secrets.token_bytes(16) if mac_on == "different_keys" else None
+        stores.shared(net, f"{net}-zak", "ZAK", sim_value=other)
+        sides[f"sim_{net}"] = {"mac_key": f"{net}-zak"}
+        if mac_on != "issuer_only":
+            sides[f"link_{net}"] = {"mac_key": f"{net}-zak"}
+    # Sign-on off: an issuer that wants a MAC the switch does not send would refuse it too.
+    expected = {"both": "00", "issuer_only": "63", "different_keys": "63"}[mac_on]
+    with trio.fail_after(30):
+        async with network(tmp_path, tweak=_keys(**sides), sign_on=False) as net:
+            client = await net.client()
+            for name, pan in PIN_CARDS.items():
+                # issuer_only: the issuer refuses the unsigned request (63, passed on);
+                # different_keys: it refuses ours, and its signed answer fails our
+                # check too: never acted on, the acquirer hears 63 and the request
+                # is reversed (an issuer may have acted on it).
+                code = await _code(client, build_request(pan=pan, amount=100))
+                assert code == expected, (name, code)
+                assert net.server.links[name].stats.sent >= 1, name
+            if mac_on == "different_keys":
+                # Their reversals wait in SAF: the issuer's answers to them fail the MAC too.
+                assert net.server.saf.depth() == len(PIN_CARDS)
+
+
+async def test_3d_secure_cavv_is_checked_for_enrolled_cards(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with network(tmp_path) as net:
+            client = await net.client()
+            for name, pan in ENROLLED.items():
+
+                def eco(cavv: str | None, amount: int = 2500, card: str = pan) -> dict[str, str]:
+                    return build_request(
+                        pan=card, amount=amount, ecommerce=True, eci="05", cavv=cavv
+                    )
+
+                assert await _code(client, eco(cavv_for(pan, 2500))) == "00", name
+                assert await _code(client, eco(cavv_for(pan, 2600))) == "05", name  # other amount
+                assert await _code(client, eco("A" * 28)) == "05", name
+                assert await _code(client, eco(None)) == "05", name
+                # Not e-commerce (a card-present sale): no CAVV asked for.
+                plain = build_request(pan=pan, amount=2500)
+                assert await _code(client, plain) == "00", name
+            # A card that is not enrolled needs none.
+            eco_plain = build_request(pan="4111111111111111", amount=2500, ecommerce=True)
+            assert await _code(client, eco_plain) == "00"
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, Path]:
+    return tls.make_test_pki(tmp_path / "pki", name="issuer")
+
+
+async def test_issuer_links_over_tls_and_a_plaintext_peer_does_not_disturb(
+    tmp_path: Path, pki: dict[str, Path]
+) -> None:
+    def tweak(raw: dict[str, Any]) -> None:
+        for net in NETWORKS:
+            raw["simulators"][net]["tls_cert"] = str(pki["server_cert"])
+            raw["simulators"][net]["tls_key"] = str(pki["server_key"])
+            raw["issuers"][net]["tls_ca"] = str(pki["ca_cert"])
+
+    with trio.fail_after(30):
+        async with network(tmp_path, tweak=tweak) as net:
+            client = await net.client()
+            for name, pan in PIN_CARDS.items():
+                assert await _code(client, build_request(pan=pan, amount=100)) == "00", name
+            # A plaintext peer on the Visa issuer's TLS port is dropped...
+            plain = await trio.open_tcp_stream("127.0.0.1", net.sim_ports["visa"])
+            await plain.send_all(encode_frame(b"0800" + b"0" * 16, Framing(kind="2b")))
+            with trio.fail_after(5):
+                while await plain.receive_some(4096):
+                    pass
+            await plain.aclose()
+            # ...and the switch's TLS link carries on.
+            assert await _code(client, build_request(pan=PIN_CARDS["visa"], amount=100)) == "00"
+            assert all(link.up_event.is_set() for link in net.server.links.values())
