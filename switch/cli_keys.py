@@ -34,9 +34,20 @@ _ALGORITHMS = click.Choice(["tdes2", "tdes3", "aes256"], case_sensitive=False)
 
 
 def _security(config_path: Path) -> SecurityConfig:
-    """The config's security table, with the store path defaulted beside the config."""
+    """The config's security table, with the store path defaulted beside the config.
+
+    With ``switch keys --simulator NAME`` the store is that issuer simulator's
+    own (``[simulators.NAME] keystore``), under the same master key.
+    """
     config: Config = load(config_path)
     security = config.security
+    simulator = (click.get_current_context().find_object(dict) or {}).get("simulator")
+    if simulator is not None:
+        sim = config.simulators.get(simulator)
+        if sim is None:
+            known = ", ".join(config.simulators) or "none"
+            raise UsageError(f"no simulator named {simulator!r} in the config (known: {known})")
+        return dataclasses.replace(security, keystore=sim.keystore)
     if security.keystore is None:
         base = (config.source or config_path).resolve().parent
         security = dataclasses.replace(security, keystore=base / "var" / "keys.json")
@@ -66,8 +77,16 @@ def _show(entry: KeyEntry, verb: str) -> None:
 
 
 @click.group()
-def keys() -> None:
+@click.option(
+    "--simulator",
+    "-s",
+    metavar="NAME",
+    help="Work on issuer simulator NAME's own key store instead of the switch's.",
+)
+@click.pass_context
+def keys(ctx: click.Context, simulator: str | None) -> None:
     """Manage the key store: PIN, MAC and key-encrypting keys (values never shown)."""
+    ctx.obj = {"simulator": simulator}
 
 
 @keys.command("init")
@@ -171,6 +190,9 @@ def rotate(name: str, grace: float, config_path: Path) -> None:
 
 def _admin(config_path: Path, request: dict[str, object]) -> dict[str, object]:
     from switch.admin import AdminError, call
+
+    if (click.get_current_context().find_object(dict) or {}).get("simulator"):
+        raise UsageError("--simulator: this command talks to the running switch, not a simulator")
 
     try:
         return call(load(config_path).switch.admin_socket, request, timeout=30.0)

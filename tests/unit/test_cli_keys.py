@@ -155,3 +155,27 @@ def test_every_command_has_help() -> None:
     for command in ("init", "list", "generate", "import", "rotate"):
         result = CliRunner().invoke(main, ["keys", command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_a_simulators_own_store_shares_key_values_not_files(config: Path) -> None:
+    config.write_text('[simulators.visa]\nspec = "visa"\n')
+    env = {"SWITCH_MASTER_KEY": MASTER}
+    runner = CliRunner(env={"SWITCH_CONFIG": None, **env})
+
+    def run(*args: str) -> Result:
+        return runner.invoke(main, ["keys", *args, "--config", str(config)])
+
+    assert run("init").exit_code == 0
+    created = run("--simulator", "visa", "init")
+    assert created.exit_code == 0, created.output
+    assert str(config.parent / "var" / "sim-visa-keys.json") in created.output
+    for prefix in ((), ("-s", "visa")):
+        result = run(*prefix, "import", "visa-zpk", "--type", "zpk", "--value", KEY)
+        assert result.exit_code == 0, result.output
+    switch_side = json.loads(run("list", "--json").output)
+    issuer_side = json.loads(run("-s", "visa", "list", "--json").output)
+    assert [k["kcv"] for k in switch_side] == [k["kcv"] for k in issuer_side]
+    unknown = run("-s", "amex", "list")
+    assert unknown.exit_code == 2 and "no simulator named 'amex'" in unknown.output
+    exchange = run("-s", "visa", "exchange", "visa")
+    assert exchange.exit_code == 2 and "not a simulator" in exchange.output
