@@ -3,7 +3,8 @@
 The demo starts ``switch sim all`` and ``switch run`` as child processes
 (switch.launch; readiness is a port that accepts and links that report
 ``up``, never a sleep), sends :data:`SAMPLE` — an approval per network, each
-decline card of the card book, a refund, an acquirer reversal of an approval
+decline card of the card book, a 3-D Secure payment with and without its CAVV,
+a refund, an acquirer reversal of an approval
 and one issuer timeout — and then waits until the journal shows the timed-out
 transaction ``timed_out_reversed`` (the SAF delivered the automatic reversal).
 It stops the switch, then the simulators, with SIGTERM and checks both exit 0.
@@ -51,6 +52,11 @@ __all__ = [
 TERMINAL = "DEMO0001"
 MERCHANT = "DEMOSHOP0000001"
 TIMEOUT_CARD = "4000000000000994"
+THREE_DS_CARD = "4000000000000200"
+# The CAVV the simulators' ACS issues for THREE_DS_CARD and 25.00, as printed by
+# `switch sim cavv --pan 4000000000000200 --amount 2500` (the switch does not
+# import the simulators; a test keeps this value honest).
+THREE_DS_CAVV = "ugiYcOpoBWapPxXVMT1MBuIrg/c="
 
 
 class DemoError(Exception):
@@ -67,6 +73,7 @@ class Case:
     processing_code: str = "000000"
     cvv2: str | None = None
     ecommerce: bool = False
+    cavv: str | None = None  # 3-D Secure: sent with ECI 05 in F48 tags EC and AV
     reverse: bool = False  # follow an approval with an acquirer reversal (0400)
     timeout: bool = False  # the issuer never answers: 91, then an automatic reversal
 
@@ -86,6 +93,17 @@ SAMPLE: tuple[Case, ...] = (
         amount=1000,
         ecommerce=True,
         expect="57",
+    ),
+    Case(
+        name="3-D Secure authenticated",
+        pan=THREE_DS_CARD,
+        amount=2500,
+        ecommerce=True,
+        cavv=THREE_DS_CAVV,
+        expect="00",
+    ),
+    Case(
+        name="3-D Secure CAVV missing", pan=THREE_DS_CARD, amount=2500, ecommerce=True, expect="05"
     ),
     # Over the 100.00 daily limit in one go: 61 whatever happened earlier today.
     Case(name="Daily limit exceeded", pan="4000000000000119", amount=15000, expect="61"),
@@ -251,6 +269,8 @@ async def send_sample(
                 processing_code=c.processing_code,
                 cvv2=c.cvv2,
                 ecommerce=c.ecommerce,
+                eci="05" if c.cavv else None,
+                cavv=c.cavv,
                 terminal=TERMINAL,
                 merchant=MERCHANT,
             ),

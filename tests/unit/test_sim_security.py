@@ -179,3 +179,10 @@ def test_open_keys_only_when_named_and_names_missing_keys(
     assert store is not None and "zpk" in store
     with pytest.raises(SecurityError, match="no key named nope"):
         open_keys(_sim(tmp_path, mac_key="nope"), security)
+
+
+def test_the_demos_cavv_is_the_one_the_simulators_acs_issues() -> None:
+    from switch.demo import SAMPLE, THREE_DS_CARD, THREE_DS_CAVV
+
+    assert THREE_DS_CAVV == cavv_for(THREE_DS_CARD, 2500)
+    assert any(c.cavv == THREE_DS_CAVV and c.amount == 2500 for c in SAMPLE)
