@@ -9,6 +9,7 @@ share key *values* only, as two real parties do after a key ceremony.
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import Any
 import pytest
 import trio
 
+import specs
 from simulators.security import cavv_for
-from switch import tls
+from switch import admin, mac, tls
 from switch.client import AcquirerClient, build_request
 from switch.errors import SecurityError
 from switch.framing import Framing, encode_frame
@@ -27,6 +29,7 @@ from switch.pin import encode_pin_block
 from tests.integration.netfixture import NETWORKS, network
 
 ACQ_ZPK = "acquirer-zpk"
+Signed = tuple[dict[str, str], bytes]  # a request and its MAC'd bytes
 PIN_CARDS = {
     "visa": "4111111111111111",
     "mastercard": "5555555555554444",
@@ -122,8 +125,8 @@ async def test_each_issuer_verifies_the_translated_pin(tmp_path: Path, stores: S
 async def test_key_exchange_gives_the_issuer_the_new_pin_key(
     tmp_path: Path, stores: Stores
 ) -> None:
-    for net in NETWORKS:
-        stores.shared(net, f"{net}-kek", "KEK")
+    for name in NETWORKS:
+        stores.shared(name, f"{name}-kek", "KEK")
     with trio.fail_after(30):
         async with network(tmp_path, tweak=_pin_tweak(stores, kek=True)) as net:
             client = await net.client()
@@ -161,12 +164,12 @@ async def test_key_exchange_under_a_wrong_kek_is_refused_and_the_old_key_stays(
 @pytest.mark.parametrize("mac_on", ["both", "issuer_only", "different_keys"])
 async def test_issuer_link_mac(tmp_path: Path, stores: Stores, mac_on: str) -> None:
     sides: dict[str, dict[str, str]] = {}
-    for net in NETWORKS:
+    for name in NETWORKS:
         other = secrets.token_bytes(16) if mac_on == "different_keys" else None
-        stores.shared(net, f"{net}-zak", "ZAK", sim_value=other)
-        sides[f"sim_{net}"] = {"mac_key": f"{net}-zak"}
+        stores.shared(name, f"{name}-zak", "ZAK", sim_value=other)
+        sides[f"sim_{name}"] = {"mac_key": f"{name}-zak"}
         if mac_on != "issuer_only":
-            sides[f"link_{net}"] = {"mac_key": f"{net}-zak"}
+            sides[f"link_{name}"] = {"mac_key": f"{name}-zak"}
     # Sign-on off: an issuer that wants a MAC the switch does not send would refuse it too.
     expected = {"both": "00", "issuer_only": "63", "different_keys": "63"}[mac_on]
     with trio.fail_after(30):
@@ -237,3 +240,67 @@ async def test_issuer_links_over_tls_and_a_plaintext_peer_does_not_disturb(
             # ...and the switch's TLS link carries on.
             assert await _code(client, build_request(pan=PIN_CARDS["visa"], amount=100)) == "00"
             assert all(link.up_event.is_set() for link in net.server.links.values())
+
+
+async def test_key_rotation_and_reload_keep_traffic_flowing(tmp_path: Path, stores: Stores) -> None:
+    """Rotate the acquirer's MAC and PIN keys under a running switch: nothing is refused
+    in the grace time, new keys work at once, and a key past its grace is refused."""
+    stores.switch.generate("acquirer-zak", "ZAK")
+    stores.shared("visa", "visa-zpk", "ZPK")
+    tweak = _keys(link_visa={"pin_key": "visa-zpk"}, sim_visa={"pin_key": "visa-zpk"})
+
+    def with_mac(raw: dict[str, Any]) -> None:
+        tweak(raw)
+        raw["listeners"][0]["mac_key"] = "acquirer-zak"
+
+    pan = PIN_CARDS["visa"]
+    spec = specs.load("iso87ascii")
+
+    def signed(mac_key: bytes, zpk: bytes, pin: str = "1234") -> Signed:
+        request = build_request(pan=pan, amount=100, extra={"52": encode_pin_block(pin, pan, zpk)})
+        return request, mac.sign(request, spec, mac_key)
+
+    async def send_all(
+        client: AcquirerClient, batch: list[tuple[dict[str, str], bytes]]
+    ) -> list[str]:
+        exchanges = [await client.submit(r, message=m) for r, m in batch]
+        codes = []
+        for ex in exchanges:
+            with trio.fail_after(10):
+                await ex.done.wait()
+            assert ex.answer is not None
+            codes.append(ex.answer["39"])
+        return codes
+
+    async def reload(net: Any) -> None:
+        answer = await trio.to_thread.run_sync(
+            lambda: admin.call(net.config.switch.admin_socket, {"cmd": "keys_reload"})
+        )
+        assert answer["ok"], answer
+
+    with trio.fail_after(60):
+        async with network(tmp_path, tweak=with_mac) as net:
+            client = await net.client()
+            old_mac, old_zpk = stores.switch.get("acquirer-zak"), stores.switch.get(ACQ_ZPK)
+            # Requests built under the old keys, some sent before and some after the rotation.
+            before = [signed(old_mac, old_zpk) for _ in range(10)]
+            in_flight = [await client.submit(r, message=m) for r, m in before[:5]]
+            operator = KeyStore.open(stores.switch.path, stores.master)  # `switch keys rotate`
+            operator.rotate("acquirer-zak")
+            operator.rotate(ACQ_ZPK)
+            await reload(net)
+            for ex in in_flight:
+                with trio.fail_after(10):
+                    await ex.done.wait()
+                assert ex.answer is not None and ex.answer["39"] == "00"
+            assert await send_all(client, before[5:]) == ["00"] * 5  # old keys, in grace
+            new_mac, new_zpk = operator.get("acquirer-zak"), operator.get(ACQ_ZPK)
+            assert (new_mac, new_zpk) != (old_mac, old_zpk)
+            assert await send_all(client, [signed(new_mac, new_zpk)]) == ["00"]
+            assert await send_all(client, [signed(new_mac, new_zpk, "0000")]) == ["55"]
+            # A second rotation with no grace: the first key is gone, the second
+            # is refused at once (63 for a MAC the switch cannot verify).
+            operator.rotate("acquirer-zak", grace=dt.timedelta(0))
+            await reload(net)
+            assert await send_all(client, [signed(new_mac, new_zpk)]) == ["63"]
+            assert await send_all(client, [signed(operator.get("acquirer-zak"), new_zpk)]) == ["00"]
