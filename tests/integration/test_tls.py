@@ -16,7 +16,11 @@ import pytest
 import trio
 
 from switch.framing import FrameDecoder, encode_frame
-from switch.tls import client_context, make_test_pki, server_context
+from switch.tls import client_context, server_context
+from tests.integration.pki import module_pki
+
+pki = module_pki()
+other_pki = module_pki("rogue")
 
 FRAME = b"0800\x82\x20\x00\x00\x00\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00301"
 
@@ -26,16 +30,6 @@ class EchoServer:
     port: int
     refused: int = 0
     served: list[bytes] = field(default_factory=list)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_test_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def other_pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_test_pki(tmp_path_factory.mktemp("other"), name="rogue")
 
 
 async def _start(nursery: trio.Nursery, context: ssl.SSLContext) -> EchoServer:
