@@ -31,6 +31,7 @@ answer is signed; with a ``pin_key`` F52 is verified against the card's PIN
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -111,6 +112,7 @@ class Issuer:
         self.rng = rng or random.Random()
         self.ledger = Ledger.open(config.ledger, vault, self.cards)
         self.answered: Counter[str] = Counter()
+        self._flush_wanted = trio.Event()
 
     def close(self) -> None:
         self.ledger.close()
@@ -223,6 +225,25 @@ class Issuer:
 
     # -- the trio shell ----------------------------------------------------------------
 
+    def on_frames(
+        self, frames: list[bytes], now: dt.datetime
+    ) -> tuple[list[Reply], _CloseConnection | None]:
+        """Decide the frames of one read under one ledger COMMIT, in arrival order.
+
+        Stops at a frame that closes the connection: the replies decided before
+        it are still answered, then the connection closes.
+        """
+        replies: list[Reply] = []
+        with self.ledger.batch():
+            for frame in frames:
+                try:
+                    reply = self.on_frame(frame, now)
+                except _CloseConnection as exc:
+                    return replies, exc
+                if reply is not None:
+                    replies.append(reply)
+        return replies, None
+
     async def serve_connection(self, stream: trio.abc.Stream) -> None:
         peer = _peer(stream)
         decoder = FrameDecoder(self.framing)
@@ -231,10 +252,18 @@ class Issuer:
             async with trio.open_nursery() as nursery:
                 try:
                     async for data in stream:
-                        for frame in decoder.feed(bytes(data)):
-                            reply = self.on_frame(frame, dt.datetime.now(dt.UTC))
-                            if reply is not None:
+                        frames = decoder.feed(bytes(data))
+                        if not frames:
+                            continue
+                        replies, closing = self.on_frames(frames, dt.datetime.now(dt.UTC))
+                        plain = [r for r in replies if not r.plan.faulty]
+                        for reply in replies:
+                            if reply.plan.faulty:  # delays, silences, faults: a task each
                                 nursery.start_soon(self._answer, stream, send_lock, reply)
+                        if plain:  # the rest go out together, in one send
+                            await self._send(stream, send_lock, plain)
+                        if closing is not None:
+                            raise closing
                 except (FramingError, _CloseConnection) as exc:
                     log.warning(
                         "%s: closing connection from %s: %s",
@@ -249,31 +278,55 @@ class Issuer:
             await trio.aclose_forcefully(stream)
 
     async def _answer(self, stream: trio.abc.Stream, send_lock: trio.Lock, reply: Reply) -> None:
+        """One answer with its fault plan: wait, stay silent, close, garble or repeat."""
         plan = reply.plan
         if plan.delay:
             await trio.sleep(plan.delay)
         if not plan.answer:
             return
-        try:
-            if plan.close:
+        if plan.close:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 async with send_lock:
                     await stream.aclose()
-                return
-            body = self.guard.encode(reply.answer)
-            if plan.garble:
+            return
+        await self._send(stream, send_lock, [reply])
+
+    async def _send(
+        self, stream: trio.abc.Stream, send_lock: trio.Lock, replies: list[Reply]
+    ) -> None:
+        """Encode (sign) ``replies`` and send them with one ``send_all``; note them sent."""
+        wire: list[bytes] = []
+        sent: list[Reply] = []
+        for reply in replies:
+            try:
+                body = self.guard.encode(reply.answer)
+            except CodecError as exc:
+                log.error("%s: cannot encode an answer: %s", self.network, mask_text(str(exc)))
+                continue
+            if reply.plan.garble:
                 body = faults.garble(body)
-            frame = encode_frame(body, self.framing)
+            wire += [encode_frame(body, self.framing)] * reply.plan.copies
+            sent.append(reply)
+        if not wire:
+            return
+        try:
             async with send_lock:
-                for _ in range(plan.copies):
-                    await stream.send_all(frame)
+                await stream.send_all(b"".join(wire))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
-        except CodecError as exc:
-            log.error("%s: cannot encode an answer: %s", self.network, mask_text(str(exc)))
-            return
-        self.answered[reply.answer.get("39", "")] += 1
-        if reply.row_id is not None:
-            self.ledger.answered(reply.row_id, dt.datetime.now(dt.UTC))
+        now = dt.datetime.now(dt.UTC)
+        for reply in sent:
+            self.answered[reply.answer.get("39", "")] += 1
+            if reply.row_id is not None:
+                self.ledger.answered(reply.row_id, now)
+        self._flush_wanted.set()
+
+    async def flush_answer_times(self) -> None:
+        """Write the noted answer times in groups: whatever piled up since the last write."""
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted = trio.Event()
+            self.ledger.flush()
 
 
 def _peer(stream: trio.abc.Stream) -> str:
@@ -315,6 +368,7 @@ async def serve(
             port,
         )
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(issuer.flush_answer_times)
             await nursery.start(trio.serve_listeners, issuer.serve_connection, listeners)
             task_status.started(port)
     finally:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from simulators import cardbook, settlement
+from simulators.decisions import Decision
 from simulators.issuer import Issuer
+from simulators.ledger import Ledger, iso_utc
 from switch.config import SimulatorConfig
 from switch.recon import parse_settlement
 from switch.vault import Vault
@@ -172,3 +175,49 @@ def test_a_broken_ecommerce_tlv_is_a_format_error_and_recorded(visa: Issuer) -> 
     reply = visa.on_request(req("000061", **{"126": "1003"}), at(0))  # CVV2 tag, no value
     assert reply is not None and reply.answer["39"] == "30"
     assert visa.ledger.rows("stan = '000061'")[0]["response_code"] == "30"
+
+
+def _explode(state: object) -> Decision:
+    raise RuntimeError("a bug in a decision")
+
+
+def test_a_batch_commits_once_and_keeps_each_request_atomic(visa: Issuer) -> None:
+    ledger, pan = visa.ledger, "4111111111111111"
+    start = ledger.balance(pan)
+    assert start is not None and ledger.path is not None
+    other = sqlite3.connect(ledger.path)
+    try:
+        with ledger.batch():
+            assert visa.on_request(req("000001", amount=1000), at(0)) is not None
+            with pytest.raises(RuntimeError):
+                ledger.authorize(req("000002", amount=2000), at(0), _explode)
+            assert visa.on_request(req("000003", amount=3000), at(0)) is not None
+            # A second connection sees nothing before the batch's one COMMIT.
+            assert other.execute("select count(*) from transactions").fetchone()[0] == 0
+        assert other.execute("select count(*) from transactions").fetchone()[0] == 2
+    finally:
+        other.close()
+    assert ledger.balance(pan) == start - 4000  # the failed request left no trace
+
+
+def test_answer_times_are_written_in_groups_and_seen_by_readers(
+    visa: Issuer, tmp_path: Path
+) -> None:
+    ledger = visa.ledger
+    ids = []
+    for stan in ("000001", "000002", "000003"):
+        reply = visa.on_request(req(stan, amount=100), at(0))
+        assert reply is not None and reply.row_id is not None
+        ids.append(reply.row_id)
+    for row_id in ids:
+        ledger.answered(row_id, at(1))
+    assert ledger.unflushed == 3
+    assert [r["answer_time"] for r in ledger.rows()] == [iso_utc(at(1))] * 3  # a reader flushes
+    assert ledger.unflushed == 0
+    ledger.answered(ids[0], at(2))
+    visa.close()  # closing writes what is left
+    again = Ledger.open(tmp_path / "sim-visa.db", VAULT)
+    try:
+        assert again.row(ids[0])["answer_time"] == iso_utc(at(2))
+    finally:
+        again.close()
