@@ -221,6 +221,7 @@ class Issuer:
                 ecommerce=eco,
                 checks=self.checks,
             ),
+            daily=card is not None and bool(card.daily_limit),
         )
 
     # -- the trio shell ----------------------------------------------------------------

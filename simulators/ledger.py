@@ -221,14 +221,17 @@ class Ledger:
         self.flush()  # answer times noted but not written yet: a reader sees them too
         return list(self.db.table("transactions").rows_where(where, params or {}, order_by="id"))
 
-    def _state(self, conn: sqlite3.Connection, token: str, day: str) -> CardState:
+    def _state(self, conn: sqlite3.Connection, token: str, day: str, daily: bool) -> CardState:
         row = conn.execute("SELECT balance FROM cards WHERE pan_token = ?", [token]).fetchone()
+        balance = int(row[0]) if row else 0
+        if not daily:  # the day's spend is a sum over the day's rows: only when a limit asks
+            return CardState(balance=balance)
         spent = conn.execute(
             "SELECT COALESCE(SUM(-balance_change - reversed_amount), 0) FROM transactions "
             "WHERE pan_token = ? AND business_day = ? AND balance_change < 0",
             [token, day],
         ).fetchone()[0]
-        return CardState(balance=int(row[0]) if row else 0, spent_today=int(spent))
+        return CardState(balance=balance, spent_today=int(spent))
 
     # -- writes ----------------------------------------------------------------------
 
@@ -237,13 +240,18 @@ class Ledger:
         request: Mapping[str, str],
         now: dt.datetime,
         decide: Callable[[CardState], Decision],
+        *,
+        daily: bool = True,
     ) -> tuple[int, Decision]:
-        """Read the card's state, decide, record the row and the balance change: one transaction."""
+        """Read the card's state, decide, record the row and the balance change: one transaction.
+
+        ``daily=False`` (a card without a daily limit) skips summing the day's spend.
+        """
         pan = request.get(F_PAN, "")
         token = self.vault.token(pan) if pan else ""
         day = now.astimezone(dt.UTC).date().isoformat()
         with self._transaction() as conn:
-            decision = decide(self._state(conn, token, day))
+            decision = decide(self._state(conn, token, day, daily))
             row_id = self._insert(conn, request, now, decision, token=token, pan=pan)
             if decision.balance_change:
                 conn.execute(
