@@ -184,5 +184,5 @@ def test_open_keys_only_when_named_and_names_missing_keys(
 def test_the_demos_cavv_is_the_one_the_simulators_acs_issues() -> None:
     from switch.demo import SAMPLE, THREE_DS_CARD, THREE_DS_CAVV
 
-    assert THREE_DS_CAVV == cavv_for(THREE_DS_CARD, 2500)
+    assert cavv_for(THREE_DS_CARD, 2500) == THREE_DS_CAVV
     assert any(c.cavv == THREE_DS_CAVV and c.amount == 2500 for c in SAMPLE)
