@@ -9,6 +9,8 @@ Issuer side of a request (``to_issuer``):
   F32 our acquiring institution id, F37 the acquirer's RRN or one we assign;
 - e-commerce data (CVV2, ECI, CAVV) moves from the acquirer's F48 TLV to
   where the issuer's spec carries it;
+- track 2 (F35) gets the separator the issuer's encoding can carry (``=``
+  in text, ``D`` in packed BCD);
 - F52 (PIN block) and F64/F128 (MAC) are never copied: PIN translation and
   MAC generation are separate steps under the link's keys;
 - a reversal's F90 is rewritten to the *issuer-side* original (MTI, switch
@@ -36,6 +38,7 @@ from switch.messages import (
     F_RESPONSE_CODE,
     F_RRN,
     F_STAN,
+    F_TRACK2,
     F_TRANSMISSION_TIME,
     original_mti,
     response_mti,
@@ -50,6 +53,7 @@ __all__ = [
     "rrn_for",
     "to_acquirer",
     "to_issuer",
+    "track2_for",
     "transmission_time",
 ]
 
@@ -105,6 +109,8 @@ def to_issuer(
     eco = ecommerce.read(acquirer_spec, out)
     ecommerce.strip(acquirer_spec, out)
     ecommerce.write(issuer_spec, out, eco)
+    if F_TRACK2 in out:
+        out[F_TRACK2] = track2_for(issuer_spec, out[F_TRACK2])
     out["t"] = original_mti(request["t"]) if original is not None else request["t"]
     out[F_STAN] = stan
     out[F_TRANSMISSION_TIME] = transmission_time(now)
@@ -115,6 +121,15 @@ def to_issuer(
         for key in _NOT_IN_REVERSAL & set(out):
             del out[key]
     return out
+
+
+def track2_for(spec: Spec, track2: str) -> str:
+    """Track 2 with the field separator ``spec`` carries: ``D`` when F35 is packed
+    (BCD nibbles, e.g. Visa), ``=`` when it is text (ISO/IEC 7813 writes ``=`` on the
+    stripe; packed formats cannot hold it and use the hex digit D instead)."""
+    if spec.pyiso.get(F_TRACK2, {}).get("data_enc") == "b":
+        return track2.replace("=", "D")
+    return track2.replace("D", "=").replace("d", "=")
 
 
 def to_acquirer(answer: Mapping[str, str], request: Mapping[str, str]) -> dict[str, str]:

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 import specs
-from switch import ecommerce
+from switch import codec, ecommerce
 from switch.translate import (
     format_original_data,
     local_answer,
@@ -150,3 +152,34 @@ def test_f90_round_trip_and_rrn_shape() -> None:
     rrn = rrn_for(NOW, 1234567)
     assert len(rrn) == 12 and rrn.isdigit() and rrn.startswith("632710")
     assert transmission_time(NOW) == "1123103015"
+
+
+@pytest.mark.parametrize(
+    ("issuer", "expected"),
+    [
+        ("visa", "4111111111111111D30121010000000000000"),  # packed BCD: D
+        ("mastercard", "4111111111111111=30121010000000000000"),  # EBCDIC text: =
+        ("belkart", "4111111111111111=30121010000000000000"),
+    ],
+)
+@pytest.mark.parametrize("separator", ["=", "D"])
+def test_track2_gets_the_separator_the_issuers_encoding_can_carry(
+    issuer: str, expected: str, separator: str
+) -> None:
+    spec = specs.load(issuer)
+    request = {
+        **REQUEST,
+        "2": "4111111111111111",
+        "35": f"4111111111111111{separator}30121010000000000000",
+    }
+    out = to_issuer(
+        request,
+        acquirer_spec=specs.load("iso87ascii"),
+        issuer_spec=spec,
+        stan="000077",
+        rrn="512345000077",
+        now=NOW,
+        institution_id="400001",
+    )
+    assert out["35"] == expected
+    assert codec.decode(codec.encode(out, spec), spec)["35"] == expected
