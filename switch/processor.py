@@ -323,15 +323,18 @@ class Processor:
         txn.link = link_name
         if not link.is_up:
             return self._reject(txn, "91", f"issuer link {link_name} is down")
-        issuer_msg = to_issuer(
-            request,
-            acquirer_spec=spec,
-            issuer_spec=link.spec,
-            stan=link.allocate_stan(request["t"]),
-            rrn=txn.rrn,
-            now=dt.datetime.now(dt.UTC),
-            institution_id=self.institution_id,
-        )
+        try:
+            issuer_msg = to_issuer(
+                request,
+                acquirer_spec=spec,
+                issuer_spec=link.spec,
+                stan=link.allocate_stan(request["t"]),
+                rrn=txn.rrn,
+                now=dt.datetime.now(dt.UTC),
+                institution_id=self.institution_id,
+            )
+        except CodecError as exc:  # e.g. an F48 TLV that does not parse: 30, never sent
+            return self._reject(txn, "30", mask_text(f"format error: {exc}")[:200])
         if F_PIN_BLOCK in request:
             try:  # in memory only: re-encrypted under the issuer link's zone PIN key
                 issuer_msg[F_PIN_BLOCK] = translate_pin(
@@ -364,6 +367,11 @@ class Processor:
         except SecurityError as exc:
             # The issuer's answer failed its MAC: it may have approved, so reverse.
             return self._timed_out(txn, link, str(exc), sent=True, code=exc.response_code)
+        except CodecError as exc:
+            # The issuer's dialect cannot carry this request: it never left, and the
+            # rejected outcome on disk keeps recovery from reversing it.
+            reason = mask_text(f"cannot encode for {link.name}: {exc}")[:200]
+            return self._timed_out(txn, link, reason, sent=False, code="30")
         latency = int((trio.current_time() - txn.started) * 1_000_000)
         out = to_acquirer(answer, request)
         if F_RRN not in request and txn.rrn:
@@ -391,7 +399,7 @@ class Processor:
         answer = local_answer(txn.request, code, rrn=txn.rrn or None)
         latency = int((trio.current_time() - txn.started) * 1_000_000)
         if not sent:
-            self._count("link_down")
+            self._count("link_down" if code == "91" else f"rejected_{code}")
             self.writer.record(
                 self._leg(
                     txn, "acquirer_out", answer, state="rejected", note=reason, latency_us=latency
@@ -400,7 +408,7 @@ class Processor:
             txn.finish(answer, "rejected")
             return answer
         self._count("timed_out")
-        log.warning("txn %s: %s; answering 91 and reversing through SAF", txn.txn_id, reason)
+        log.warning("txn %s: %s; answering %s and reversing through SAF", txn.txn_id, reason, code)
         assert txn.issuer_request is not None
         # The reversal is persisted first: a timed-out leg never exists without one.
         self.queue_reversal(txn.txn_id, link.name, txn.issuer_request, txn.pan_enc)
@@ -551,16 +559,19 @@ class Processor:
             return answer
         link = self.links[original.link]
         issuer_orig = original.issuer_request
-        issuer_msg = to_issuer(
-            request,
-            acquirer_spec=spec,
-            issuer_spec=link.spec,
-            stan=link.allocate_stan(request["t"]),
-            rrn=issuer_orig.get("37") or txn.rrn or "",
-            now=dt.datetime.now(dt.UTC),
-            institution_id=self.institution_id,
-            original=(issuer_orig["t"], issuer_orig["11"], issuer_orig.get("7", "")),
-        )
+        try:
+            issuer_msg = to_issuer(
+                request,
+                acquirer_spec=spec,
+                issuer_spec=link.spec,
+                stan=link.allocate_stan(request["t"]),
+                rrn=issuer_orig.get("37") or txn.rrn or "",
+                now=dt.datetime.now(dt.UTC),
+                institution_id=self.institution_id,
+                original=(issuer_orig["t"], issuer_orig["11"], issuer_orig.get("7", "")),
+            )
+        except CodecError as exc:
+            return self._reject(txn, "30", mask_text(f"format error: {exc}")[:200])
         issuer_msg["t"] = request["t"]  # 0400/0401/0420/0421 as the acquirer sent it
         partial = bool(request.get(F_REPLACEMENT_AMOUNTS, "").strip("0"))
         reversed_state = "partially_reversed" if partial else "reversed"

@@ -251,6 +251,38 @@ async def test_malformed_frame_gets_30_and_garbage_closes_only_that_connection(
             assert codec.decode(codec.encode(good, spec), spec) == good
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "issuer_out"),
+    [
+        ("48", "C2005123", False),  # a TLV element that runs past the field's end
+        ("35", "4111111111111111X30121010000000000000", True),  # no BCD nibble for X (Visa)
+    ],
+)
+async def test_a_request_that_cannot_be_translated_gets_30_and_the_connection_carries_on(
+    tmp_path: Path, field: str, value: str, issuer_out: bool
+) -> None:
+    with trio.fail_after(20):
+        async with network(tmp_path) as net:
+            client = await net.client()
+            bad = build_request(pan="4111111111111111", amount=100, extra={field: value})
+            answer = await client.request(bad)
+            assert answer is not None and answer["39"] == "30" and answer["11"] == bad["11"]
+            good = await client.request(build_request(pan="4111111111111111", amount=100))
+            assert good is not None and good["39"] == "00"
+            assert net.server.links["visa"].stats.sent == 1  # only the good one left
+            row = await _wait_state(net, answer["37"], bad["41"], "rejected")
+            journal = _journal(net)
+            try:
+                legs = [leg["leg"] for leg in journal.legs_of(row["txn_id"])]
+                # Past the write-ahead, the rejected outcome keeps recovery from reversing it.
+                assert ("issuer_out" in legs) == issuer_out
+                assert legs[-1] == "acquirer_out"
+                assert journal.in_doubt() == []
+            finally:
+                journal.close()
+            assert net.server.saf.depth() == 0
+
+
 async def test_saf_holds_reversals_while_link_down_and_drains_when_it_is_back(
     tmp_path: Path,
 ) -> None:
