@@ -20,7 +20,7 @@ import trio
 
 import specs
 from simulators.security import cavv_for
-from switch import admin, mac, tls
+from switch import admin, codec, mac, tls
 from switch.client import AcquirerClient, build_request
 from switch.errors import SecurityError
 from switch.framing import Framing, encode_frame
@@ -216,14 +216,17 @@ def pki(tmp_path: Path) -> dict[str, Path]:
     return tls.make_test_pki(tmp_path / "pki", name="issuer")
 
 
-async def test_issuer_links_over_tls_and_a_plaintext_peer_does_not_disturb(
+async def test_issuer_links_over_mutual_tls_and_other_peers_do_not_disturb(
     tmp_path: Path, pki: dict[str, Path]
 ) -> None:
     def tweak(raw: dict[str, Any]) -> None:
-        for net in NETWORKS:
-            raw["simulators"][net]["tls_cert"] = str(pki["server_cert"])
-            raw["simulators"][net]["tls_key"] = str(pki["server_key"])
-            raw["issuers"][net]["tls_ca"] = str(pki["ca_cert"])
+        for name in NETWORKS:
+            raw["simulators"][name]["tls_cert"] = str(pki["server_cert"])
+            raw["simulators"][name]["tls_key"] = str(pki["server_key"])
+            raw["simulators"][name]["tls_client_ca"] = str(pki["ca_cert"])
+            raw["issuers"][name]["tls_ca"] = str(pki["ca_cert"])
+            raw["issuers"][name]["tls_cert"] = str(pki["client_cert"])
+            raw["issuers"][name]["tls_key"] = str(pki["client_key"])
 
     with trio.fail_after(30):
         async with network(tmp_path, tweak=tweak) as net:
@@ -237,6 +240,24 @@ async def test_issuer_links_over_tls_and_a_plaintext_peer_does_not_disturb(
                 while await plain.receive_some(4096):
                     pass
             await plain.aclose()
+            # ...so is a TLS peer without a client certificate: its echo goes unanswered.
+            echo = {"t": "0800", "7": "1129000000", "11": "000001", "70": "301"}
+            got = b""
+            stream = await trio.open_ssl_over_tcp_stream(
+                "127.0.0.1", net.sim_ports["visa"], ssl_context=tls.client_context(pki["ca_cert"])
+            )
+            try:
+                with trio.fail_after(5):
+                    try:
+                        frame = codec.encode(echo, specs.load("visa"))
+                        await stream.send_all(encode_frame(frame, Framing(kind="2b")))
+                        while data := await stream.receive_some(4096):
+                            got += data
+                    except trio.BrokenResourceError:
+                        pass  # the handshake's certificate alert
+            finally:
+                await trio.aclose_forcefully(stream)
+            assert got == b""
             # ...and the switch's TLS link carries on.
             assert await _code(client, build_request(pan=PIN_CARDS["visa"], amount=100)) == "00"
             assert all(link.up_event.is_set() for link in net.server.links.values())
