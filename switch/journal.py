@@ -12,7 +12,9 @@ it and is idempotent)::
       terminal, merchant, pan_masked, pan_token, pan_enc BLOB, amount,
       currency, processing_code, response_code, auth_code, latency_us,
       original_txn, state, note
-      indexes: txn_id; (terminal, stan); rrn; pan_token; time_us; leg
+      index: txn_id (a leg is found through its transaction: every search
+      the daemon and the operator tools run goes to ``transactions`` first,
+      so further leg indexes would cost each insert and serve no query)
 
     transactions  one row per switch transaction, with its current state
       txn_id PRIMARY KEY, created_us, updated_us, listener, link, mti, stan,
@@ -26,7 +28,8 @@ Times are wall-clock microseconds since the epoch, passed in by the caller
 :data:`LEG_KINDS`, states are :data:`STATES`; anything else is refused.
 
 How a leg updates its transaction (``write_batch``, ONE SQL transaction per
-batch, legs applied in order):
+batch, legs applied in order; consecutive legs of one transaction, such as the
+two of a ``commit()``, are folded into one upsert with the same result):
 
 - The first leg of a ``txn_id`` creates the row (``created_us`` = its time,
   state ``in_flight`` unless the leg sets one) with its descriptive fields.
@@ -69,7 +72,8 @@ Never a clear PAN, CVV2, PIN block or track data: the PAN is masked (6+4),
 tokenised (keyed HMAC) and, on issuer-out legs only, AES-GCM encrypted for
 crash recovery. As defence in depth, ``write_batch`` (and the writer, before
 queueing) refuses a leg whose free-text columns (rrn, terminal, merchant,
-pan_masked, note) hold a 13-19 digit run that passes Luhn.
+pan_masked, note) hold a 13-19 digit run that passes Luhn. The writer
+checks each leg once, when it is queued.
 
 Connections: queries use ``Journal.db`` (sqlite-utils); ``write_batch`` uses
 its own connection, so a reader never sees a half-written batch and the
@@ -80,8 +84,12 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
+import queue
 import re
 import sqlite3
+import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -198,7 +206,7 @@ _TXN_COLUMNS: dict[str, Any] = {
     "original_txn": str,
     "reversed_by": str,
 }
-_LEG_INDEXES = (["txn_id"], ["terminal", "stan"], ["rrn"], ["pan_token"], ["time_us"], ["leg"])
+_LEG_INDEXES = (["txn_id"],)
 _TXN_INDEXES = (["terminal", "stan"], ["rrn"], ["pan_token"], ["created_us"], ["state"])
 # Columns any later leg may fill while still NULL.
 _FILL = (
@@ -247,7 +255,10 @@ _LEG_FILTERS = frozenset(LegFilters.__annotations__)
 
 
 def _holds_pan(text: str | None) -> bool:
-    return bool(text) and any(luhn_valid(m) for m in _PAN_RUN.findall(text or ""))
+    # Shorter than any PAN (an RRN, a terminal id): nothing to search.
+    return (
+        text is not None and len(text) >= 13 and any(luhn_valid(m) for m in _PAN_RUN.findall(text))
+    )
 
 
 def check_leg(leg: Leg) -> None:
@@ -265,7 +276,7 @@ def check_leg(leg: Leg) -> None:
 
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves; check_same_thread
-    # off because trio.to_thread may use a different worker thread each time.
+    # off because the writer's own thread writes on a connection opened here.
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute("pragma busy_timeout = 5000")
     conn.execute("pragma journal_mode = wal")
@@ -303,6 +314,10 @@ class Journal:
         """Insert ``legs`` and apply them to ``transactions`` in ONE SQL transaction."""
         for leg in legs:
             check_leg(leg)
+        self._write_checked(legs)
+
+    def _write_checked(self, legs: Sequence[Leg]) -> None:
+        """``write_batch`` for legs already through :func:`check_leg` (the writer's)."""
         if not legs:
             return
         conn = self._writer
@@ -313,10 +328,10 @@ class Journal:
             conn.executemany(
                 f"insert into legs ({', '.join(_LEG_COLUMNS)}) "
                 f"values ({', '.join('?' for _ in _LEG_COLUMNS)})",
-                [tuple(getattr(leg, c) for c in _LEG_COLUMNS) for leg in legs],
+                [_row(leg) for leg in legs],
             )
-            for leg in legs:
-                _apply(conn, leg)
+            for run in _runs(legs):
+                _apply(conn, run)
             conn.execute("commit")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -474,66 +489,97 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         txns.create_index(idx, if_not_exists=True)
 
 
-def _apply(conn: sqlite3.Connection, leg: Leg) -> None:
-    """Upsert ``leg`` into its transaction row (the rules are in the module docstring).
+_row = operator.attrgetter(*_LEG_COLUMNS)
 
-    One ``insert ... on conflict do update`` per leg: a new row gets exactly
-    the values the update would have given it (every filled or assigned
-    column is NULL before), an existing one the update.
+
+def _runs(legs: Sequence[Leg]) -> list[list[Leg]]:
+    """``legs`` cut into runs of consecutive legs of one transaction, in order."""
+    runs: list[list[Leg]] = []
+    for leg in legs:
+        if runs and runs[-1][0].txn_id == leg.txn_id:
+            runs[-1].append(leg)
+        else:
+            runs.append([leg])
+    return runs
+
+
+def _apply(conn: sqlite3.Connection, run: Sequence[Leg]) -> None:
+    """Upsert a run of legs of one transaction into its row (rules: module docstring).
+
+    One ``insert ... on conflict do update`` for the whole run: applying the
+    legs one by one is the same as applying their composition, because each
+    leg either *fills* a column (``coalesce``: the first non-NULL value wins)
+    or *assigns* it (the last value wins), and fill-then-assign is an assign,
+    assign-then-fill an assign, fill-then-fill the first fill. A new row gets
+    exactly the values the update would have given it (every filled or
+    assigned column is NULL before). The update of a reversed original touches
+    another row, so it commutes with this one and follows it, in leg order.
     """
-    acquirer = leg.leg in _ACQUIRER_LEGS
-    issuer = leg.leg in _ISSUER_LEGS
-    columns = ["txn_id", "created_us", "updated_us", "state"]
-    values: list[Any] = [leg.txn_id, leg.time_us, leg.time_us, leg.state or "in_flight"]
-    sets = ["updated_us = max(coalesce(updated_us, 0), excluded.updated_us)"]
+    first = run[0]
+    txn_id = first.txn_id
+    ops: dict[str, tuple[bool, Any]] = {}  # column -> (assign?, value), never None
+    state: str | None = None
+    updated = first.time_us
 
     def fill(column: str, value: Any) -> None:
-        if value is not None:
-            columns.append(column)
-            values.append(value)
-            sets.append(f"{column} = coalesce({column}, excluded.{column})")
+        if value is not None and column not in ops:
+            ops[column] = (False, value)
 
     def assign(column: str, value: Any) -> None:
         if value is not None:
-            columns.append(column)
-            values.append(value)
-            sets.append(f"{column} = excluded.{column}")
+            ops[column] = (True, value)
 
-    for column in _FILL:
-        fill(column, getattr(leg, column))
-    if acquirer:
-        fill("listener", leg.link)
-        fill("stan", leg.stan)
-        fill("f7", leg.f7)
-        assign("rrn", leg.rrn)
-    elif issuer:
-        assign("link", leg.link)
-        fill("issuer_stan", leg.stan)
-        fill("issuer_rrn", leg.rrn)
-        fill("issuer_f7", leg.f7)
-        fill("rrn", leg.rrn)
-    else:
-        fill("link", leg.link)
-    if leg.leg == "acquirer_out":
-        assign("response_code", leg.response_code)
-        assign("auth_code", leg.auth_code)
-    elif leg.leg == "issuer_in":
-        fill("response_code", leg.response_code)
-        fill("auth_code", leg.auth_code)
-    assign("latency_us", leg.latency_us)
-    if leg.state is not None:
+    for leg in run:
+        kind = leg.leg
+        for column in _FILL:
+            fill(column, getattr(leg, column))
+        if kind in _ACQUIRER_LEGS:
+            fill("listener", leg.link)
+            fill("stan", leg.stan)
+            fill("f7", leg.f7)
+            assign("rrn", leg.rrn)
+        elif kind in _ISSUER_LEGS:
+            assign("link", leg.link)
+            fill("issuer_stan", leg.stan)
+            fill("issuer_rrn", leg.rrn)
+            fill("issuer_f7", leg.f7)
+            fill("rrn", leg.rrn)
+        else:
+            fill("link", leg.link)
+        if kind == "acquirer_out":
+            assign("response_code", leg.response_code)
+            assign("auth_code", leg.auth_code)
+        elif kind == "issuer_in":
+            fill("response_code", leg.response_code)
+            fill("auth_code", leg.auth_code)
+        assign("latency_us", leg.latency_us)
+        if leg.state is not None:
+            state = leg.state
+        updated = max(updated, leg.time_us)
+    columns = ["txn_id", "created_us", "updated_us", "state", *ops]
+    values = [txn_id, first.time_us, updated, state or "in_flight"]
+    values += [value for _, value in ops.values()]
+    sets = ["updated_us = max(coalesce(updated_us, 0), excluded.updated_us)"]
+    sets += [
+        f"{column} = excluded.{column}"
+        if is_assign
+        else f"{column} = coalesce({column}, excluded.{column})"
+        for column, (is_assign, _) in ops.items()
+    ]
+    if state is not None:
         sets.append("state = excluded.state")
     conn.execute(
         f"insert into transactions ({', '.join(columns)}) values ({', '.join('?' * len(columns))})"
         f" on conflict(txn_id) do update set {', '.join(sets)}",
         values,
     )
-    if leg.original_txn and leg.original_txn != leg.txn_id and leg.state in _REVERSING:
-        conn.execute(
-            "update transactions set state = ?, reversed_by = ?,"
-            " updated_us = max(coalesce(updated_us, 0), ?) where txn_id = ?",
-            (leg.state, leg.txn_id, leg.time_us, leg.original_txn),
-        )
+    for leg in run:
+        if leg.original_txn and leg.original_txn != txn_id and leg.state in _REVERSING:
+            conn.execute(
+                "update transactions set state = ?, reversed_by = ?,"
+                " updated_us = max(coalesce(updated_us, 0), ?) where txn_id = ?",
+                (leg.state, txn_id, leg.time_us, leg.original_txn),
+            )
 
 
 def _where(
@@ -587,15 +633,23 @@ _QUEUE_LIMIT = 1_000_000
 
 
 class JournalWriter:
-    """The single writer: legs arrive on a memory channel and are committed in groups.
+    """The single writer: legs are queued in memory and committed in groups.
 
     Each loop takes what is queued (at least one leg, at most ``batch``,
-    never waiting to fill a batch), writes it with one thread hop, then wakes
-    the ``commit()`` callers of that batch. A write failure is sticky: the
+    never waiting to fill a batch: it only lets the tasks already runnable
+    queue theirs first), writes it with one thread hop, then wakes the
+    ``commit()`` callers of that batch. A write failure is sticky: the
     failing batch's waiters and everything still queued get the JournalError,
     later ``record``/``commit`` raise it, and ``run`` returns. A journal that
     cannot write must stop the switch sending to issuers (write-ahead), not
     retry into a failing disk. ``aclose`` flushes what is queued and stops.
+
+    The queue is a plain deque, not a memory channel: one writer task and
+    callers that never wait to queue need no more than a wake-up event. The
+    thread hop is to a thread of the writer's own, started by ``run`` and fed
+    through a ``SimpleQueue``, which reports back with one ``run_sync_soon``:
+    ``trio.to_thread.run_sync`` costs several times that per call (limiter,
+    thread cache, cancel scope), and it is paid for every batch.
     """
 
     def __init__(self, journal: Journal, *, batch: int = 256) -> None:
@@ -603,33 +657,44 @@ class JournalWriter:
             raise ValueError("batch must be at least 1")
         self.journal = journal
         self.batch = batch
-        self._send, self._receive = trio.open_memory_channel[_Item](_QUEUE_LIMIT)
+        self._queue: deque[_Item] = deque()
+        self._wake = trio.Event()
+        self._closing = False  # aclose(): write what is queued, then stop
+        self._stopped = False  # run() ended: refuse legs
         self.failed: JournalError | None = None
         self.committed = 0
         self.batches = 0
         self._started = False
         self._finished = trio.Event()
+        self._jobs: queue.SimpleQueue[list[Leg] | None] = queue.SimpleQueue()
+        self._written = trio.Event()
+        self._write_error: BaseException | None = None
 
     @property
     def queue_depth(self) -> int:
-        return int(self._send.statistics().current_buffer_used)
+        return len(self._queue)
 
     def _enqueue(self, legs: Sequence[Leg], waiter: _Waiter | None) -> None:
         if self.failed is not None:
             raise self.failed
+        if self._stopped or self._closing:
+            raise JournalError("journal writer is stopped")
         for leg in legs:
             check_leg(leg)  # a bad leg fails its caller, not a whole batch
-        try:
-            for i, leg in enumerate(legs):
-                self._send.send_nowait((leg, waiter if i == len(legs) - 1 else None))
-        except trio.WouldBlock:
-            raise JournalError(f"journal queue full ({_QUEUE_LIMIT} legs)") from None
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise self.failed or JournalError("journal writer is stopped") from None
+        queue = self._queue
+        if len(queue) + len(legs) > _QUEUE_LIMIT:
+            raise JournalError(f"journal queue full ({_QUEUE_LIMIT} legs)")
+        for leg in legs[:-1]:
+            queue.append((leg, None))
+        queue.append((legs[-1], waiter))
+        self._wake.set()
 
     def record(self, *legs: Leg) -> None:
         """Enqueue without waiting (legs that need no write-ahead); never blocks."""
-        self._enqueue(legs, None)
+        if legs:
+            self._enqueue(legs, None)
+        elif self.failed is not None:
+            raise self.failed
 
     async def commit(self, *legs: Leg) -> None:
         """Enqueue and return once committed: the write-ahead rule. Raises JournalError."""
@@ -644,29 +709,64 @@ class JournalWriter:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._started = True
+        token = trio.lowlevel.current_trio_token()
+        thread = threading.Thread(
+            target=self._thread, args=(token,), name="journal-writer", daemon=True
+        )
+        thread.start()
         task_status.started()
         try:
             await self._loop()
         finally:
             # Cancelled, failed or closed: nobody is left waiting forever.
+            self._jobs.put(None)
             self._stop(self.failed or JournalError("journal writer stopped"))
             self._finished.set()
 
+    def _thread(self, token: trio.lowlevel.TrioToken) -> None:
+        """The writer's thread: write each batch handed over, report back to trio."""
+        while (legs := self._jobs.get()) is not None:
+            error: BaseException | None = None
+            try:
+                self.journal._write_checked(legs)
+            except BaseException as exc:  # reported to the writer task, which decides
+                error = exc
+            try:
+                token.run_sync_soon(self._report, error)
+            except trio.RunFinishedError:
+                return
+
+    def _report(self, error: BaseException | None) -> None:
+        self._write_error = error
+        self._written.set()
+
+    async def _write(self, legs: list[Leg]) -> None:
+        """One thread hop: hand ``legs`` to the writer's thread and wait for its report."""
+        self._written = trio.Event()
+        self._jobs.put(legs)
+        await self._written.wait()
+        if self._write_error is not None:
+            raise self._write_error
+
     async def _loop(self) -> None:
-        receive = self._receive
-        async for first in receive:
-            items = [first]
-            while len(items) < self.batch:
-                try:
-                    items.append(receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
+        queue = self._queue
+        while True:
+            if not queue:
+                if self._closing:
+                    return
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            # Let the tasks already runnable queue their legs first (answers
+            # that arrived together commit together), and honour a cancel.
+            await trio.lowlevel.checkpoint()
+            items = [queue.popleft() for _ in range(min(len(queue), self.batch))]
             legs = [leg for leg, _ in items]
             try:
                 # Shielded: a batch handed to the thread is finished and its
                 # waiters told, even when the writer is being cancelled.
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self.journal.write_batch, legs)
+                    await self._write(legs)
             except Exception as exc:
                 error = exc if isinstance(exc, JournalError) else JournalError(str(exc))
                 self.failed = JournalError(f"journal writer failed: {error}")
@@ -683,18 +783,17 @@ class JournalWriter:
 
     def _stop(self, error: JournalError) -> None:
         """Fail everything still queued and refuse new legs (no checkpoint: no race)."""
-        while True:
-            try:
-                _, waiter = self._receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
+        self._stopped = True
+        queue = self._queue
+        while queue:
+            _, waiter = queue.popleft()
             if waiter is not None:
                 waiter.fail(error)
-        self._receive.close()
 
     async def aclose(self) -> None:
         """Stop taking legs; return once every queued leg is committed (or failed)."""
-        self._send.close()
+        self._closing = True
+        self._wake.set()
         if not self._started:  # nobody will ever write what is queued
             self._stop(JournalError("journal writer was never started"))
             return
