@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 
 import specs
 from specs import FieldDef, Spec
-from switch.codec import decode, encode, masked, salvage, validate
+from switch.codec import (
+    _fast_decode,
+    _fast_encode,
+    _plan,
+    decode,
+    encode,
+    masked,
+    salvage,
+    validate,
+)
 from switch.errors import CodecError
 
 SHIPPED = ("iso87ascii", "visa", "mastercard", "belkart")
@@ -273,6 +282,115 @@ def _round_trip(name: str) -> None:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_encode_then_decode_returns_the_message(name: str) -> None:
     _round_trip(name)
+
+
+# -- the fast path is pyiso8583, only faster ---------------------------------------
+
+
+def _pyiso_decode(frame: bytes, spec: Spec) -> dict[str, str] | None:
+    try:
+        doc, _ = iso8583.decode(frame, spec.pyiso)
+    except (iso8583.DecodeError, ValueError, LookupError):
+        return None
+    return {k: v for k, v in doc.items() if k not in ("p", "1") and (k != "h" or v)}
+
+
+def _pyiso_encode(message: dict[str, str], spec: Spec) -> bytes | None:
+    doc = {k: v for k, v in message.items() if k not in ("p", "1")}
+    if spec.header_length and "h" not in doc:
+        doc["h"] = "00" * spec.header_length
+    try:
+        return bytes(iso8583.encode(doc, spec.pyiso)[0])
+    except (iso8583.EncodeError, ValueError, LookupError, TypeError):
+        return None
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_fast_path_gives_pyiso8583s_bytes_and_fields(name: str) -> None:
+    spec = specs.load(name)
+    plan = _plan(spec)
+
+    @given(messages(spec))
+    def check(message: dict[str, str]) -> None:
+        frame = _fast_encode(message, plan)
+        assert frame is not None and frame == _pyiso_encode(message, spec)
+        decoded = _fast_decode(frame, plan)
+        assert decoded is not None and decoded == _pyiso_decode(frame, spec)
+
+    check()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_fast_decode_of_damaged_frames_is_pyiso8583s_or_gives_way(name: str) -> None:
+    spec = specs.load(name)
+    plan = _plan(spec)
+
+    @given(messages(spec), st.data())
+    def check(message: dict[str, str], data: st.DataObject) -> None:
+        frame = bytearray(encode(message, spec))
+        for _ in range(data.draw(st.integers(1, 3))):
+            at = data.draw(st.integers(0, len(frame)))
+            action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+            if action == "flip" and at < len(frame):
+                frame[at] = data.draw(st.integers(0, 255))
+            elif action == "cut":
+                del frame[at:]
+            else:
+                frame[at:at] = data.draw(st.binary(min_size=1, max_size=3))
+        fast = _fast_decode(bytes(frame), plan)
+        assert fast is None or fast == _pyiso_decode(bytes(frame), spec)
+
+    check()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_fast_encode_of_odd_values_is_pyiso8583s_or_gives_way(name: str) -> None:
+    spec = specs.load(name)
+    plan = _plan(spec)
+    keys = sorted((k for k in spec.fields if k not in ("1", "65")), key=int)
+    odd = st.text(st.sampled_from("0123456789abcdefF =D\u00e9\u20ac"), max_size=30)
+
+    @given(st.dictionaries(st.sampled_from(keys), odd, max_size=6), st.text(max_size=5))
+    def check(fields: dict[str, str], mti: str) -> None:
+        message = {"t": mti, **fields}
+        fast = _fast_encode(message, plan)
+        assert fast is None or fast == _pyiso_encode(message, spec)
+
+    check()
+
+
+_TRICKY = ("", "00 11", "0011 ", "0 1", "abc", "ABC", "abcd", " 12", "1_2", "\u0661\u0662", "F")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_fast_encode_of_tricky_values_in_every_field_is_pyiso8583s_or_gives_way(
+    name: str,
+) -> None:
+    spec = specs.load(name)
+    plan = _plan(spec)
+    for key in (k for k in spec.fields if k not in ("1", "65")):
+        for value in _TRICKY:
+            for mti in ("0100", "01 00", "0x00"):
+                message = {"t": mti, "11": "000001", key: value}
+                fast = _fast_encode(message, plan)
+                assert fast is None or fast == _pyiso_encode(message, spec), (key, value)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_fast_decode_refuses_a_length_over_the_maximum_as_pyiso8583_does(name: str) -> None:
+    spec = specs.load(name)
+    plan = _plan(spec)
+    for key, fd in spec.fields.items():
+        layout = spec.pyiso[key]
+        if key in ("1", "65") or not layout["len_type"] or fd.max >= 99:
+            continue
+        value = "1" * (fd.max + 1) if fd.format in ("n", "z") else "A" * (fd.max + 1)
+        if fd.format == "b":
+            value = "AB" * (fd.max + 1)
+        relaxed = {**spec.pyiso, key: {**layout, "max_len": layout["max_len"] + 8}}
+        frame = bytes(iso8583.encode({"t": "0100", key: value}, relaxed)[0])
+        assert _pyiso_decode(frame, spec) is None
+        assert _fast_decode(frame, plan) is None, key
 
 
 # -- masking for display --------------------------------------------------------
