@@ -43,6 +43,7 @@ from switch.cards import luhn_valid
 from switch.client import build_request
 from switch.errors import CodecError, FramingError
 from switch.framing import FrameDecoder, Framing, encode_frame
+from switch.outbox import Outbox
 from switch.translate import to_issuer
 
 __all__ = ["LoadResult", "LoadSpec", "bench_pans", "main", "percentile", "run_load"]
@@ -203,8 +204,7 @@ class _Conn:
         self.terminal = terminal
         self.decoder = FrameDecoder(Framing(kind=spec.framing))
         self.waiting: dict[str, float] = {}  # stan -> the time its latency counts from
-        self.outbox: list[bytes] = []
-        self.flushing = False
+        self.outbox = Outbox(stream, gather=False)  # the pacer queues a tick's requests itself
         self.quota = 0  # closed loop: requests this connection keeps in flight
 
 
@@ -246,7 +246,7 @@ class _Driver:
     def _queue(self, conn: _Conn, since: float) -> None:
         stan, frame = self._frame(conn)
         conn.waiting[stan] = since
-        conn.outbox.append(frame)
+        conn.outbox.put(frame)
         self.result.sent += 1
         self.outstanding += 1
 
@@ -290,25 +290,12 @@ class _Driver:
                 for frame in conn.decoder.feed(bytes(data)):
                     self._answered(conn, frame, now)
                 if conn.outbox:
-                    await self._flush(conn)
+                    await conn.outbox.flush()
         except (trio.BrokenResourceError, trio.ClosedResourceError, FramingError) as exc:
             self._error(f"connection {conn.terminal}: {exc}")
             return
         if self.sending or conn.waiting:
             self._error(f"connection {conn.terminal} closed by the target")
-
-    async def _flush(self, conn: _Conn) -> None:
-        """Send what is queued; one sender per stream (a running flush carries new frames)."""
-        if conn.flushing:
-            return
-        conn.flushing = True
-        try:
-            while conn.outbox:
-                data = b"".join(conn.outbox)
-                conn.outbox.clear()
-                await conn.stream.send_all(data)
-        finally:
-            conn.flushing = False
 
     async def _pace(self, conns: list[_Conn]) -> None:
         """Open loop: request i is due at t0 + i/rate, sent round-robin."""
@@ -325,7 +312,7 @@ class _Driver:
                 touched.add(conn)
                 due += 1
             for conn in touched:
-                await self._flush(conn)
+                await conn.outbox.flush()
             # Wake at most every _TICK: requests due within it go out together.
             next_due = self.t0 + due / rate - time.perf_counter()
             await trio.sleep(max(_TICK, next_due))
@@ -342,7 +329,7 @@ class _Driver:
                     self.outstanding -= 1
                     if self.spec.mode == "closed" and self.sending:
                         self._queue(conn, time.perf_counter())
-                await self._flush(conn)
+                await conn.outbox.flush()
             if not self.sending and self.outstanding == 0:
                 self.drained.set()
 
@@ -371,7 +358,7 @@ class _Driver:
                 for conn in conns:
                     for _ in range(conn.quota):
                         self._queue(conn, self.t0)
-                    await self._flush(conn)
+                    await conn.outbox.flush()
                 await trio.sleep_until(_trio_time(self.window[1]))
             else:
                 await self._pace(conns)

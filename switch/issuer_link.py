@@ -34,6 +34,7 @@ from switch.framing import FrameDecoder, Framing, encode_frame
 from switch.guard import Guard
 from switch.keys import KeyStore
 from switch.matching import InFlight, StanAllocator, match_key
+from switch.outbox import Outbox
 from switch.translate import transmission_time
 
 __all__ = ["IssuerLink", "LinkStats"]
@@ -75,26 +76,16 @@ class _Conn:
         self.framing = framing
         self.endpoint = endpoint
         self.decoder = FrameDecoder(framing)
-        self.outbox: list[bytes] = []
-        self.flushing = False
+        self.outbox = Outbox(stream)
         self.alive = True
         self.last_activity = trio.current_time()
 
     async def send(self, data: bytes) -> None:
-        self.outbox.append(data)
-        if self.flushing:
-            return  # the running flusher will carry it (one sender per stream)
-        self.flushing = True
         try:
-            while self.outbox:
-                chunk = b"".join(self.outbox)
-                self.outbox.clear()
-                await self.stream.send_all(chunk)
+            await self.outbox.send(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.alive = False
             raise LinkDown(f"send to {self.endpoint} failed: {exc}") from None
-        finally:
-            self.flushing = False
         self.last_activity = trio.current_time()
 
 

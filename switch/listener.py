@@ -1,8 +1,8 @@
 """Trio shell: one acquirer listener and its connections.
 
-Each connection gets its own nursery, a FrameDecoder and a coalescing outbox
-(one sender per stream: answers that are ready together go out in one
-``send_all``). Every frame is processed in its own task, so many requests are
+Each connection gets its own nursery, a FrameDecoder and a coalescing
+:class:`~switch.outbox.Outbox` (one sender per stream: answers that are ready
+together go out in one ``send_all``). Every frame is processed in its own task, so many requests are
 in flight per connection and answers go back in whatever order they finish.
 
 Blast radius: a frame that cannot be answered (no readable MTI/F11) or a
@@ -24,33 +24,12 @@ from switch.errors import CodecError, FramingError
 from switch.framing import FrameDecoder, Framing, encode_frame
 from switch.guard import Guard
 from switch.keys import KeyStore
+from switch.outbox import Outbox
 from switch.processor import Processor
 
 __all__ = ["Listener"]
 
 log = logging.getLogger("switch.listener")
-
-
-class _Outbox:
-    __slots__ = ("chunks", "flushing", "stream")
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.chunks: list[bytes] = []
-        self.flushing = False
-
-    async def send(self, data: bytes) -> None:
-        self.chunks.append(data)
-        if self.flushing:
-            return
-        self.flushing = True
-        try:
-            while self.chunks:
-                data = b"".join(self.chunks)
-                self.chunks.clear()
-                await self.stream.send_all(data)
-        finally:
-            self.flushing = False
 
 
 class Listener:
@@ -124,7 +103,7 @@ class Listener:
             return
         self.connections += 1
         peer = _peer(stream)
-        outbox = _Outbox(stream)
+        outbox = Outbox(stream)
         decoder = FrameDecoder(self.framing)
         reason = "closed by peer"
         try:
@@ -156,29 +135,32 @@ class Listener:
                 await trio.aclose_forcefully(stream)
 
     async def _process(
-        self, frame: bytes, outbox: _Outbox, scope: trio.CancelScope, peer: str
+        self, frame: bytes, outbox: Outbox, scope: trio.CancelScope, peer: str
     ) -> None:
-        try:
-            answer = await self.processor.handle(self.name, self.guard, frame)
-        except CodecError as exc:
-            self.closed_for_errors += 1
-            log.warning(
-                "listener %s: closing connection from %s: unanswerable frame: %s",
-                self.name,
-                peer,
-                exc,
-            )
-            scope.cancel()
-            return
-        if answer is None:
-            return
-        try:
-            await outbox.send(encode_frame(self.guard.encode(answer), self.framing))
-        except CodecError as exc:
-            log.error("listener %s: cannot encode answer: %s", self.name, exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            log.warning("listener %s: answer to %s lost, connection gone: %s", self.name, peer, exc)
-            scope.cancel()
+        with self.processor.hold():  # shutdown waits until the answer is on the stream
+            try:
+                answer = await self.processor.handle(self.name, self.guard, frame)
+            except CodecError as exc:
+                self.closed_for_errors += 1
+                log.warning(
+                    "listener %s: closing connection from %s: unanswerable frame: %s",
+                    self.name,
+                    peer,
+                    exc,
+                )
+                scope.cancel()
+                return
+            if answer is None:
+                return
+            try:
+                await outbox.send(encode_frame(self.guard.encode(answer), self.framing))
+            except CodecError as exc:
+                log.error("listener %s: cannot encode answer: %s", self.name, exc)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                log.warning(
+                    "listener %s: answer to %s lost, connection gone: %s", self.name, peer, exc
+                )
+                scope.cancel()
 
 
 def _peer(stream: trio.abc.Stream) -> str:

@@ -27,7 +27,8 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +144,7 @@ class Processor:
         self.spec_dirs = config.switch.spec_dirs
         self._rrn_seq = secrets.randbelow(1_000_000)
         self.in_flight = 0
+        self._busy = 0  # requests in flight + answers still on their way out
         self.idle = trio.Event()
         self.idle.set()
         self.counters: dict[str, int] = {}
@@ -191,7 +193,7 @@ class Processor:
         listener then closes that connection with a logged reason.
         """
         self.in_flight += 1
-        self.idle = trio.Event() if self.in_flight == 1 else self.idle
+        self._enter()
         try:
             return await self._handle(listener, guard, frame)
         finally:
@@ -201,8 +203,30 @@ class Processor:
             completed.append(now)
             while completed[0] <= now - 60:
                 completed.popleft()
-            if self.in_flight == 0:
-                self.idle.set()
+            self._leave()
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Not idle while this lasts: a listener holds it until its answer is sent.
+
+        Graceful shutdown waits for ``idle``; an answer that has left ``handle``
+        but not yet reached the stream must not be cut off by it.
+        """
+        self._enter()
+        try:
+            yield
+        finally:
+            self._leave()
+
+    def _enter(self) -> None:
+        self._busy += 1
+        if self._busy == 1:
+            self.idle = trio.Event()
+
+    def _leave(self) -> None:
+        self._busy -= 1
+        if self._busy == 0:
+            self.idle.set()
 
     async def _handle(self, listener: str, guard: Guard, frame: bytes) -> dict[str, str] | None:
         spec = guard.spec
