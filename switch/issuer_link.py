@@ -13,13 +13,22 @@ Invariants:
 - each connection has exactly one sender at a time (coalescing outbox);
 - a dead connection fails its own in-flight requests with LinkDown(sent=True)
   (they may have reached the issuer: the caller reverses them), never others'.
+
+Timeouts: every request of a link waits the same ``config.timeout``, so their
+deadlines come in the order they were sent. One expiry task per link wakes
+at the oldest live deadline and times out what is due, instead of a cancel
+scope per request (a deadline registered and removed in trio for every
+message). Answered requests leave the deadline queue from its head as they
+finish, so it holds only what is still waiting, and what came after it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +62,7 @@ class _Pending:
     done: trio.Event = field(default_factory=trio.Event)
     answer: dict[str, str] | None = None
     error: Exception | None = None
+    deadline: float = math.inf  # trio time the link's expiry task gives up on it
 
 
 @dataclass(slots=True)
@@ -120,6 +130,8 @@ class IssuerLink:
         self.state = "down"
         self.up_event = trio.Event()
         self._changed = trio.Event()
+        self._deadlines: deque[_Pending] = deque()  # in sending order
+        self._expiry_kick = trio.Event()
 
     # -- what the processor calls -------------------------------------------------
 
@@ -151,8 +163,11 @@ class IssuerLink:
             await self._lost(conn, str(exc))
             raise _down(str(exc), sent=False) from None
         self.stats.sent += 1
-        with trio.move_on_after(timeout if timeout is not None else self.config.timeout):
-            await pending.done.wait()
+        if timeout is None:
+            await self._wait(pending)
+        else:
+            with trio.move_on_after(timeout):
+                await pending.done.wait()
         if pending.answer is not None:
             self.stats.answered += 1
             return pending.answer
@@ -161,6 +176,31 @@ class IssuerLink:
         self.stats.timeouts += 1
         self.in_flight.give_up(key, trio.current_time())
         raise IssuerTimeout(f"{self.name}: no answer to STAN {message['11']} in time")
+
+    async def _wait(self, pending: _Pending) -> None:
+        """Wait for the answer; the expiry task ends the wait at ``config.timeout``."""
+        deadlines = self._deadlines
+        pending.deadline = trio.current_time() + self.config.timeout
+        deadlines.append(pending)
+        if len(deadlines) == 1:
+            self._expiry_kick.set()  # the expiry task sleeps until it has a deadline
+        try:
+            await pending.done.wait()
+        finally:
+            pending.done.set()  # timed out, answered or cancelled: no longer waiting
+            while deadlines and deadlines[0].done.is_set():
+                deadlines.popleft()
+
+    async def _expire(self) -> None:
+        """Time out waiting requests at their deadline (one task per link)."""
+        deadlines = self._deadlines
+        while True:
+            now = trio.current_time()
+            while deadlines and (deadlines[0].done.is_set() or deadlines[0].deadline <= now):
+                deadlines.popleft().done.set()  # a timeout when no answer came
+            self._expiry_kick = trio.Event()
+            with trio.move_on_at(deadlines[0].deadline if deadlines else math.inf):
+                await self._expiry_kick.wait()
 
     def _notify(self) -> None:
         """Wake every task waiting for a change of link state."""
@@ -198,6 +238,7 @@ class IssuerLink:
         """Keep ``config.connections`` connections up until cancelled."""
         task_status.started()
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._expire)
             for slot in range(self.config.connections):
                 nursery.start_soon(self._keep_connected, slot)
 
