@@ -55,7 +55,7 @@ _NON_FIELDS = frozenset({"t", "h", *_BITMAP_KEYS})
 class _Plan:
     """One spec's layouts, compiled for the fast path.
 
-    A field layout is ``(len_type, len_enc, max_len, nibbles, data_enc, pad)``
+    A field layout is ``(key, len_type, len_enc, max_len, nibbles, data_enc, pad)``
     where ``pad`` is ``"L"`` + char for a left pad, ``"R"`` + char for a right
     pad, or "" (pyiso8583's ``left_pad``/``right_pad``, left first).
     """
@@ -85,13 +85,14 @@ class _Plan:
         # Keys encode() carries (see _cannot_carry) and the numeric ones among them.
         self.carried = frozenset(_NON_FIELDS | (set(spec.fields) - {"65"}))
         self.numeric = frozenset(k for k, fd in spec.fields.items() if fd.numeric)
-        self.fields: dict[int, tuple[int, str, int, bool, str, str]] = {}
+        self.fields: dict[int, tuple[str, int, str, int, bool, str, str]] = {}
         for key, fs in pyiso.items():
             if not key.isdigit() or key in ("1", "65"):
                 continue
             left, right = fs.get("left_pad", "")[:1], fs.get("right_pad", "")[:1]
             pad = "L" + left if left else ("R" + right if right else "")
             self.fields[int(key)] = (
+                key,
                 int(fs["len_type"]),
                 str(fs["len_enc"]),
                 int(fs["max_len"]),
@@ -168,7 +169,7 @@ def _fast_decode(frame: bytes, plan: _Plan) -> dict[str, str] | None:
             layout = fields.get(number)
             if layout is None:
                 return None
-            len_type, len_enc, max_len, nibbles, data_enc, pad = layout
+            key, len_type, len_enc, max_len, nibbles, data_enc, pad = layout
             if len_type == 0:
                 size = max_len
             else:
@@ -185,7 +186,7 @@ def _fast_decode(frame: bytes, plan: _Plan) -> dict[str, str] | None:
                     return None
                 idx += len_type
             if size == 0:
-                doc[str(number)] = ""
+                doc[key] = ""
                 continue
             width = (size + 1) // 2 if nibbles else size
             data = frame[idx : idx + width]
@@ -203,7 +204,7 @@ def _fast_decode(frame: bytes, plan: _Plan) -> dict[str, str] | None:
                         return None
             else:
                 value = data.decode(data_enc)
-            doc[str(number)] = value
+            doc[key] = value
     except (ValueError, LookupError):
         return None
     return doc if idx == len(frame) else None
@@ -327,8 +328,8 @@ def _fast_encode(message: Mapping[str, str], plan: _Plan) -> bytes | None:
             layout = fields.get(number)
             if layout is None:
                 return None
-            len_type, len_enc, max_len, nibbles, data_enc, pad = layout
-            value = message[str(number)]
+            key, len_type, len_enc, max_len, nibbles, data_enc, pad = layout
+            value = message[key]
             if data_enc == "b":
                 if nibbles and len(value) & 1:
                     if pad[:1] == "L":

@@ -254,11 +254,22 @@ _TXN_FILTERS = frozenset(TxnFilters.__annotations__)
 _LEG_FILTERS = frozenset(LegFilters.__annotations__)
 
 
+# Texts already found clean (merchant ids, masked PANs, notes repeat from leg
+# to leg and card to card): a dict lookup instead of a search. Bounded.
+_CLEAN: dict[str, None] = {}
+_CLEAN_LIMIT = 4096
+
+
 def _holds_pan(text: str | None) -> bool:
     # Shorter than any PAN (an RRN, a terminal id): nothing to search.
-    return (
-        text is not None and len(text) >= 13 and any(luhn_valid(m) for m in _PAN_RUN.findall(text))
-    )
+    if text is None or len(text) < 13 or text in _CLEAN:
+        return False
+    if any(luhn_valid(m) for m in _PAN_RUN.findall(text)):
+        return True
+    if len(_CLEAN) >= _CLEAN_LIMIT:
+        _CLEAN.clear()
+    _CLEAN[text] = None
+    return False
 
 
 def check_leg(leg: Leg) -> None:
@@ -503,6 +514,50 @@ def _runs(legs: Sequence[Leg]) -> list[list[Leg]]:
     return runs
 
 
+def _ops_of(kind: str) -> tuple[tuple[str, str, bool], ...]:
+    """(transaction column, leg attribute, assign?) in the order a leg of ``kind`` applies them.
+
+    Not assign means fill: the column takes the value only while still NULL.
+    """
+    ops = [(column, column, False) for column in _FILL]
+    if kind in _ACQUIRER_LEGS:
+        ops += [("listener", "link", False), ("stan", "stan", False), ("f7", "f7", False)]
+        ops += [("rrn", "rrn", True)]
+    elif kind in _ISSUER_LEGS:
+        ops += [("link", "link", True), ("issuer_stan", "stan", False)]
+        ops += [("issuer_rrn", "rrn", False), ("issuer_f7", "f7", False), ("rrn", "rrn", False)]
+    else:
+        ops += [("link", "link", False)]
+    if kind == "acquirer_out":
+        ops += [("response_code", "response_code", True), ("auth_code", "auth_code", True)]
+    elif kind == "issuer_in":
+        ops += [("response_code", "response_code", False), ("auth_code", "auth_code", False)]
+    ops += [("latency_us", "latency_us", True)]
+    return tuple(ops)
+
+
+_OPS = {kind: _ops_of(kind) for kind in LEG_KINDS}
+# Upsert SQL by shape (columns, which assign, whether the state is set): built once.
+_UPSERTS: dict[tuple[tuple[str, ...], tuple[bool, ...], bool], str] = {}
+
+
+def _upsert_sql(columns: tuple[str, ...], assigns: tuple[bool, ...], sets_state: bool) -> str:
+    names = ["txn_id", "created_us", "updated_us", "state", *columns]
+    sets = ["updated_us = max(coalesce(updated_us, 0), excluded.updated_us)"]
+    sets += [
+        f"{column} = excluded.{column}"
+        if assign
+        else f"{column} = coalesce({column}, excluded.{column})"
+        for column, assign in zip(columns, assigns, strict=True)
+    ]
+    if sets_state:
+        sets.append("state = excluded.state")
+    return (
+        f"insert into transactions ({', '.join(names)}) values ({', '.join('?' * len(names))})"
+        f" on conflict(txn_id) do update set {', '.join(sets)}"
+    )
+
+
 def _apply(conn: sqlite3.Connection, run: Sequence[Leg]) -> None:
     """Upsert a run of legs of one transaction into its row (rules: module docstring).
 
@@ -520,58 +575,22 @@ def _apply(conn: sqlite3.Connection, run: Sequence[Leg]) -> None:
     ops: dict[str, tuple[bool, Any]] = {}  # column -> (assign?, value), never None
     state: str | None = None
     updated = first.time_us
-
-    def fill(column: str, value: Any) -> None:
-        if value is not None and column not in ops:
-            ops[column] = (False, value)
-
-    def assign(column: str, value: Any) -> None:
-        if value is not None:
-            ops[column] = (True, value)
-
     for leg in run:
-        kind = leg.leg
-        for column in _FILL:
-            fill(column, getattr(leg, column))
-        if kind in _ACQUIRER_LEGS:
-            fill("listener", leg.link)
-            fill("stan", leg.stan)
-            fill("f7", leg.f7)
-            assign("rrn", leg.rrn)
-        elif kind in _ISSUER_LEGS:
-            assign("link", leg.link)
-            fill("issuer_stan", leg.stan)
-            fill("issuer_rrn", leg.rrn)
-            fill("issuer_f7", leg.f7)
-            fill("rrn", leg.rrn)
-        else:
-            fill("link", leg.link)
-        if kind == "acquirer_out":
-            assign("response_code", leg.response_code)
-            assign("auth_code", leg.auth_code)
-        elif kind == "issuer_in":
-            fill("response_code", leg.response_code)
-            fill("auth_code", leg.auth_code)
-        assign("latency_us", leg.latency_us)
+        for column, attr, assign in _OPS[leg.leg]:
+            value = getattr(leg, attr)
+            if value is not None and (assign or column not in ops):
+                ops[column] = (assign, value)
         if leg.state is not None:
             state = leg.state
         updated = max(updated, leg.time_us)
-    columns = ["txn_id", "created_us", "updated_us", "state", *ops]
-    values = [txn_id, first.time_us, updated, state or "in_flight"]
-    values += [value for _, value in ops.values()]
-    sets = ["updated_us = max(coalesce(updated_us, 0), excluded.updated_us)"]
-    sets += [
-        f"{column} = excluded.{column}"
-        if is_assign
-        else f"{column} = coalesce({column}, excluded.{column})"
-        for column, (is_assign, _) in ops.items()
-    ]
-    if state is not None:
-        sets.append("state = excluded.state")
+    shape = (tuple(ops), tuple(assign for assign, _ in ops.values()), state is not None)
+    sql = _UPSERTS.get(shape)
+    if sql is None:
+        if len(_UPSERTS) >= 1024:
+            _UPSERTS.clear()
+        sql = _UPSERTS[shape] = _upsert_sql(*shape)
     conn.execute(
-        f"insert into transactions ({', '.join(columns)}) values ({', '.join('?' * len(columns))})"
-        f" on conflict(txn_id) do update set {', '.join(sets)}",
-        values,
+        sql, [txn_id, first.time_us, updated, state or "in_flight", *(v for _, v in ops.values())]
     )
     for leg in run:
         if leg.original_txn and leg.original_txn != txn_id and leg.state in _REVERSING:

@@ -27,8 +27,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +113,21 @@ class Txn:
         self.done.set()
 
 
+class _Hold:
+    """``Processor.hold()``: a plain context manager (one per request, so no generator)."""
+
+    __slots__ = ("processor",)
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+
+    def __enter__(self) -> None:
+        self.processor._enter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.processor._leave()
+
+
 def _amount(message: Mapping[str, str]) -> int | None:
     value = message.get("4")
     return int(value) if value and value.isdigit() else None
@@ -159,27 +173,26 @@ class Processor:
         card = txn.card
         if pan and (card is None or card[0] != pan):
             card = txn.card = (pan, mask_pan(pan), self.vault.token(pan))
-        fields: dict[str, Any] = {
-            "txn_id": txn.txn_id,
-            "leg": kind,
-            "time_us": now_us(),
-            "link": txn.listener if kind.startswith("acquirer") else txn.link,
-            "mti": msg.get("t"),
-            "stan": msg.get(F_STAN),
-            "rrn": msg.get(F_RRN) or txn.rrn or None,
-            "f7": msg.get(F_TRANSMISSION_TIME),
-            "terminal": msg.get(F_TERMINAL) or txn.request.get(F_TERMINAL),
-            "merchant": msg.get("42") or txn.request.get("42"),
-            "pan_masked": card[1] if pan and card else None,
-            "pan_token": card[2] if pan and card else None,
-            "amount": _amount(msg),
-            "currency": msg.get("49"),
-            "processing_code": msg.get("3"),
-            "response_code": msg.get("39"),
-            "auth_code": msg.get("38"),
-        }
-        fields.update(extra)
-        return Leg(**fields)
+        return Leg(
+            txn_id=txn.txn_id,
+            leg=kind,
+            time_us=now_us(),
+            link=txn.listener if kind.startswith("acquirer") else txn.link,
+            mti=msg.get("t"),
+            stan=msg.get(F_STAN),
+            rrn=msg.get(F_RRN) or txn.rrn or None,
+            f7=msg.get(F_TRANSMISSION_TIME),
+            terminal=msg.get(F_TERMINAL) or txn.request.get(F_TERMINAL),
+            merchant=msg.get("42") or txn.request.get("42"),
+            pan_masked=card[1] if pan and card else None,
+            pan_token=card[2] if pan and card else None,
+            amount=_amount(msg),
+            currency=msg.get("49"),
+            processing_code=msg.get("3"),
+            response_code=msg.get("39"),
+            auth_code=msg.get("38"),
+            **extra,
+        )
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -205,18 +218,13 @@ class Processor:
                 completed.popleft()
             self._leave()
 
-    @contextmanager
-    def hold(self) -> Iterator[None]:
+    def hold(self) -> _Hold:
         """Not idle while this lasts: a listener holds it until its answer is sent.
 
         Graceful shutdown waits for ``idle``; an answer that has left ``handle``
         but not yet reached the stream must not be cut off by it.
         """
-        self._enter()
-        try:
-            yield
-        finally:
-            self._leave()
+        return _Hold(self)
 
     def _enter(self) -> None:
         self._busy += 1
