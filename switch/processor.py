@@ -82,6 +82,10 @@ log = logging.getLogger("switch.txn")
 _KEEP = frozenset({"t", "3", "4", "7", "11", "37", "41", "42", "49", "90", "95"})
 
 
+_ANSWERED = trio.Event()
+_ANSWERED.set()
+
+
 def now_us() -> int:
     return time.time_ns() // 1000
 
@@ -110,7 +114,12 @@ class Txn:
         if self.issuer_request is not None:
             self.issuer_request = {k: v for k, v in self.issuer_request.items() if k in _KEEP}
         self.card = None
+        self.pan_enc = None  # the SAF copy was taken when a reversal was queued
         self.done.set()
+        # Finished transactions stay in `recent` for an hour (duplicates,
+        # reversals): share one set Event rather than keep three objects each
+        # for the garbage collector to walk. Waiters already parked were woken.
+        self.done = _ANSWERED
 
 
 class _Hold:
