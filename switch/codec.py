@@ -52,12 +52,36 @@ _MAX_RELAXED = 4
 _NON_FIELDS = frozenset({"t", "h", *_BITMAP_KEYS})
 
 
+_Layout = tuple[str, int, str, int, bool, str, str, bytes | None, bytes | None]
+
+
+def _latin1_tables(encoding: str) -> tuple[bytes | None, bytes | None]:
+    """(to Latin-1, from Latin-1) byte tables when ``encoding`` is a byte-for-byte
+    permutation of Latin-1; (None, None) otherwise (ASCII, Latin-1, binary...)."""
+    if encoding in ("b", "ascii", "latin-1", "latin_1"):
+        return None, None
+    try:
+        chars = bytes(range(256)).decode(encoding)
+    except (LookupError, ValueError):
+        return None, None
+    if len(chars) != 256 or sorted(map(ord, chars)) != list(range(256)):
+        return None, None
+    latin1 = chars.encode("latin-1")
+    return bytes.maketrans(bytes(range(256)), latin1), bytes.maketrans(latin1, bytes(range(256)))
+
+
 class _Plan:
     """One spec's layouts, compiled for the fast path.
 
-    A field layout is ``(key, len_type, len_enc, max_len, nibbles, data_enc, pad)``
-    where ``pad`` is ``"L"`` + char for a left pad, ``"R"`` + char for a right
-    pad, or "" (pyiso8583's ``left_pad``/``right_pad``, left first).
+    A field layout is ``(key, len_type, len_enc, max_len, nibbles, data_enc,
+    pad, to_latin1, from_latin1)`` where ``pad`` is ``"L"`` + char for a left
+    pad, ``"R"`` + char for a right pad, or "" (pyiso8583's ``left_pad``/
+    ``right_pad``, left first), and the two tables are set for a single-byte
+    text encoding that maps its 256 bytes one to one onto Latin-1 (EBCDIC
+    cp500): ``bytes.translate`` then does in C what the charmap codec does
+    through a Python call per field, with the same result and the same
+    refusals (a character beyond U+00FF fails the Latin-1 step as it fails
+    the charmap).
     """
 
     __slots__ = (
@@ -85,7 +109,7 @@ class _Plan:
         # Keys encode() carries (see _cannot_carry) and the numeric ones among them.
         self.carried = frozenset(_NON_FIELDS | (set(spec.fields) - {"65"}))
         self.numeric = frozenset(k for k, fd in spec.fields.items() if fd.numeric)
-        self.fields: dict[int, tuple[str, int, str, int, bool, str, str]] = {}
+        self.fields: dict[int, _Layout] = {}
         for key, fs in pyiso.items():
             if not key.isdigit() or key in ("1", "65"):
                 continue
@@ -99,6 +123,7 @@ class _Plan:
                 fs.get("len_count", "bytes") == "nibbles",
                 str(fs["data_enc"]),
                 pad,
+                *_latin1_tables(str(fs["data_enc"])),
             )
 
 
@@ -169,7 +194,7 @@ def _fast_decode(frame: bytes, plan: _Plan) -> dict[str, str] | None:
             layout = fields.get(number)
             if layout is None:
                 return None
-            key, len_type, len_enc, max_len, nibbles, data_enc, pad = layout
+            key, len_type, len_enc, max_len, nibbles, data_enc, pad, to_latin1, _ = layout
             if len_type == 0:
                 size = max_len
             else:
@@ -203,7 +228,11 @@ def _fast_decode(frame: bytes, plan: _Plan) -> dict[str, str] | None:
                     else:
                         return None
             else:
-                value = data.decode(data_enc)
+                value = (
+                    data.translate(to_latin1).decode("latin-1")
+                    if to_latin1 is not None
+                    else data.decode(data_enc)
+                )
             doc[key] = value
     except (ValueError, LookupError):
         return None
@@ -328,7 +357,7 @@ def _fast_encode(message: Mapping[str, str], plan: _Plan) -> bytes | None:
             layout = fields.get(number)
             if layout is None:
                 return None
-            key, len_type, len_enc, max_len, nibbles, data_enc, pad = layout
+            key, len_type, len_enc, max_len, nibbles, data_enc, pad, _, from_latin1 = layout
             value = message[key]
             if data_enc == "b":
                 if nibbles and len(value) & 1:
@@ -344,7 +373,11 @@ def _fast_encode(message: Mapping[str, str], plan: _Plan) -> bytes | None:
                     return None  # fromhex skips spaces, pyiso8583's a2b_hex does not
                 size = len(value) if nibbles else len(data)
             else:
-                data = value.encode(data_enc)
+                data = (
+                    value.encode("latin-1").translate(from_latin1)
+                    if from_latin1 is not None
+                    else value.encode(data_enc)
+                )
                 size = len(data) * 2 if nibbles else len(data)
             if len_type == 0:
                 if size != max_len:
