@@ -317,6 +317,9 @@ class Journal:
             db = sqlite_utils.Database(_connect(p))
             _create_schema(db)
             writer = _connect(p)
+            # The writer's own page cache: hot index pages stay in memory
+            # rather than being read back per insert (default 2 MiB).
+            writer.execute("pragma cache_size = -16384")
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {p}: {exc}") from exc
         return cls(db, writer, p)

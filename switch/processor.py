@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import random
 import secrets
 import time
 from collections import deque
@@ -74,7 +75,7 @@ from switch.translate import (
 )
 from switch.vault import Vault
 
-__all__ = ["Processor", "Txn", "now_us"]
+__all__ = ["Processor", "Txn", "new_txn_id", "now_us"]
 
 log = logging.getLogger("switch.txn")
 
@@ -84,6 +85,21 @@ _KEEP = frozenset({"t", "3", "4", "7", "11", "37", "41", "42", "49", "90", "95"}
 
 _ANSWERED = trio.Event()
 _ANSWERED.set()
+
+
+# Uniqueness, not secrecy (a txn id is no secret): seeded once from the OS.
+_ids = random.Random(secrets.randbits(128))
+
+
+def new_txn_id() -> str:
+    """A time-ordered id: 13 hex digits of wall-clock microseconds, 48 random bits.
+
+    The journal's indexes on it (the transactions key, legs.txn_id) then grow
+    at their right edge, as a sequence does, instead of dirtying a random
+    page per insert (a 4 KiB WAL frame per commit each); the random tail
+    keeps ids unique across processes and clock steps.
+    """
+    return f"{time.time_ns() // 1000:013x}{_ids.getrandbits(48):012x}"
 
 
 def now_us() -> int:
@@ -258,7 +274,7 @@ class Processor:
         except SecurityError as exc:
             # A bad or missing MAC: declined with 63, journaled, never forwarded.
             bad = Txn(
-                txn_id=secrets.token_hex(8),
+                txn_id=new_txn_id(),
                 listener=listener,
                 request=request,
                 started=trio.current_time(),
@@ -275,7 +291,7 @@ class Processor:
         if duplicate is not None and not (is_repeat(mti) and is_reversal(mti)):
             return await self._duplicate(listener, request, duplicate)
         txn = Txn(
-            txn_id=secrets.token_hex(8),
+            txn_id=new_txn_id(),
             listener=listener,
             request=request,
             started=trio.current_time(),
@@ -301,7 +317,7 @@ class Processor:
         )
         if not (mti and stan and mti[2:3] in ("0", "2") and mti.isdigit()):
             raise exc
-        txn = Txn(txn_id=secrets.token_hex(8), listener=listener, request=partial, started=0.0)
+        txn = Txn(txn_id=new_txn_id(), listener=listener, request=partial, started=0.0)
         try:
             answer = local_answer(partial, "30")
         except ValueError:
@@ -502,7 +518,7 @@ class Processor:
 
     async def on_unmatched(self, link: str, answer: dict[str, str] | None, reason: str) -> None:
         self._count("unmatched")
-        txn = Txn(txn_id=secrets.token_hex(8), listener="", request={}, started=0.0, link=link)
+        txn = Txn(txn_id=new_txn_id(), listener="", request={}, started=0.0, link=link)
         self.writer.record(
             self._leg(
                 txn, "unmatched", answer or {}, note=mask_text(reason)[:200], state="rejected"
