@@ -14,6 +14,7 @@ Key values never appear in ``repr``, logs or errors.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -50,15 +51,7 @@ class Vault:
     def load_or_create(cls, path: Path) -> Vault:
         """Read the key file, creating it (mode 0600) with random keys if absent."""
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            text = f"{secrets.token_hex(32)}\n{secrets.token_hex(32)}\n"
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process created it first: read theirs
-            else:
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(text)
+            _create(path, f"{secrets.token_hex(32)}\n{secrets.token_hex(32)}\n")
         lines = path.read_text().split()
         try:
             token_key, data_key = (bytes.fromhex(line) for line in lines[:2])
@@ -82,3 +75,25 @@ class Vault:
             return self._aead.decrypt(blob[:_NONCE], blob[_NONCE:], b"pan").decode("ascii")
         except (InvalidTag, ValueError):
             raise SecurityError("encrypted PAN does not open under this data key") from None
+
+
+def _create(path: Path, text: str) -> None:
+    """Write the key file whole, or not at all: the switch and the simulators may
+    start together, and none may ever read it half-written.
+
+    The keys go to a private temporary file first, which is then hard-linked
+    to ``path`` -- an atomic step that fails if the name exists, so the first
+    process to finish wins and the others read its keys.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):  # another process was first: use theirs
+            os.link(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
