@@ -58,6 +58,10 @@ class SwitchSettings:
     log_level: str = "info"
     shutdown_grace: float = 10.0
     journal_batch: int = 256
+    # Duplicates and reversals are matched in memory for this long (at most this
+    # many transactions); older originals are looked up in the journal.
+    recent_window: float = 300.0
+    recent_limit: int = 50_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -309,6 +313,8 @@ def _settings(t: _Table) -> SwitchSettings:
         log_level=t.get("log_level", d.log_level, level),
         shutdown_grace=t.get("shutdown_grace", d.shutdown_grace, _positive),
         journal_batch=t.get("journal_batch", d.journal_batch, _int_range(1, 100_000)),
+        recent_window=t.get("recent_window", d.recent_window, _positive),
+        recent_limit=t.get("recent_limit", d.recent_limit, _int_range(100, 10_000_000)),
     )
     t.done()
     return s

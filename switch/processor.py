@@ -178,7 +178,9 @@ class Processor:
         self.saf_kick = saf_kick
         self.find_original_in_journal = find_original
         self.routes = RouteTable(config.routes)
-        self.recent: RecentTransactions[Txn] = RecentTransactions()
+        self.recent: RecentTransactions[Txn] = RecentTransactions(
+            window=config.switch.recent_window, limit=config.switch.recent_limit
+        )
         self.institution_id = config.switch.institution_id
         self.spec_dirs = config.switch.spec_dirs
         self._rrn_seq = secrets.randbelow(1_000_000)

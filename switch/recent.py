@@ -34,15 +34,24 @@ def duplicate_key(listener: str, request: Mapping[str, str]) -> tuple[str, ...]:
 
 
 class RecentTransactions(Generic[T]):
+    """The last ``window`` seconds of transactions (at most ``limit``), by their keys.
+
+    Every key an entry is indexed under -- including an RRN the switch assigns
+    later (:meth:`set_rrn`) -- is remembered with it, so pruning the entry
+    removes all of them; a key already taken over by a newer entry is left to
+    that entry. Memory is therefore bounded by ``limit`` whatever the traffic.
+    """
+
     __slots__ = ("_by_dup", "_by_rrn", "_by_stan", "_order", "limit", "window")
 
-    def __init__(self, window: float = 3600.0, limit: int = 200_000) -> None:
+    def __init__(self, window: float = 300.0, limit: int = 50_000) -> None:
         self.window = window
         self.limit = limit
-        self._order: OrderedDict[int, tuple[float, tuple[tuple[object, ...], ...]]] = OrderedDict()
+        # id(item) -> (time added, item, the keys it is indexed under)
+        self._order: OrderedDict[int, tuple[float, T, list[tuple[str, ...]]]] = OrderedDict()
         self._by_dup: dict[tuple[str, ...], T] = {}
         self._by_stan: dict[tuple[str, str], list[T]] = {}
-        self._by_rrn: dict[tuple[str, str], T] = {}
+        self._by_rrn: dict[tuple[str, ...], T] = {}
 
     def __len__(self) -> int:
         return len(self._order)
@@ -55,15 +64,18 @@ class RecentTransactions(Generic[T]):
         rrn = request.get("37")
         self._by_dup[dup] = item
         self._by_stan.setdefault(stan_key, []).append(item)
-        keys: list[tuple[object, ...]] = [("dup", *dup), ("stan", *stan_key)]
+        keys: list[tuple[str, ...]] = [("dup", *dup), ("stan", *stan_key)]
         if rrn:
             self._by_rrn[(terminal, rrn)] = item
             keys.append(("rrn", terminal, rrn))
-        self._order[id(item)] = (now, tuple(keys))
+        self._order[id(item)] = (now, item, keys)
 
     def set_rrn(self, terminal: str, rrn: str, item: T) -> None:
         """Index a switch-assigned RRN (the acquirer sent none)."""
         self._by_rrn[(terminal, rrn)] = item
+        entry = self._order.get(id(item))
+        if entry is not None and entry[1] is item:
+            entry[2].append(("rrn", terminal, rrn))
 
     def duplicate_of(self, listener: str, request: Mapping[str, str]) -> T | None:
         return self._by_dup.get(duplicate_key(listener, request))
@@ -75,20 +87,21 @@ class RecentTransactions(Generic[T]):
         return self._by_rrn.get((terminal, rrn))
 
     def _prune(self, now: float) -> None:
-        while self._order:
-            ident, (born, keys) = next(iter(self._order.items()))
-            if born + self.window > now and len(self._order) < self.limit:
+        order = self._order
+        while order:
+            ident, (born, item, keys) = next(iter(order.items()))
+            if born + self.window > now and len(order) < self.limit:
                 break
-            del self._order[ident]
-            for key in keys:
-                kind, rest = key[0], key[1:]
-                if kind == "dup":
-                    self._by_dup.pop(rest, None)  # type: ignore[arg-type]
-                elif kind == "stan":
-                    bucket = self._by_stan.get(rest)  # type: ignore[arg-type]
-                    if bucket:
-                        bucket[:] = [t for t in bucket if id(t) != ident]
+            del order[ident]
+            for kind, *rest in keys:
+                if kind == "stan":
+                    stan_key = (rest[0], rest[1])
+                    bucket = self._by_stan.get(stan_key)
+                    if bucket is not None:
+                        bucket[:] = [t for t in bucket if t is not item]
                         if not bucket:
-                            del self._by_stan[rest]  # type: ignore[arg-type]
-                else:
-                    self._by_rrn.pop(rest, None)  # type: ignore[arg-type]
+                            del self._by_stan[stan_key]
+                    continue
+                index = self._by_dup if kind == "dup" else self._by_rrn
+                if index.get(tuple(rest)) is item:
+                    del index[tuple(rest)]

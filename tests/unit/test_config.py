@@ -104,6 +104,12 @@ def test_spec_dirs_let_an_operator_add_a_network(tmp_path: Path) -> None:
         ({"issuers": {"visa": VISA}, "routes": {"55-51": "visa"}}, 'routes."55-51"'),
         ({"issuers": {"visa": VISA}, "routes": {"4": "amex"}}, "no issuer named 'amex'"),
         ({"saf": {"retry_max": -1}}, "saf.retry_max: expected a positive"),
+        ({"switch": {"recent_window": 0}}, "switch.recent_window: expected a positive"),
+        ({"switch": {"recent_limit": 5}}, "switch.recent_limit: expected"),
+        (
+            {"simulators": {"visa": {"tls_client_ca": "ca.pem"}}},
+            "simulators.visa.tls_client_ca: needs tls_cert and tls_key",
+        ),
         ({"simulators": {"visa": {"faults": [{}]}}}, "simulators.visa.faults[0].kind: missing"),
         (
             {"simulators": {"visa": {"faults": [{"kind": "boom"}]}}},
