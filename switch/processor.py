@@ -132,7 +132,7 @@ class Txn:
         self.card = None
         self.pan_enc = None  # the SAF copy was taken when a reversal was queued
         self.done.set()
-        # Finished transactions stay in `recent` for an hour (duplicates,
+        # Finished transactions stay in `recent` for minutes (duplicates,
         # reversals): share one set Event rather than keep three objects each
         # for the garbage collector to walk. Waiters already parked were woken.
         self.done = _ANSWERED
