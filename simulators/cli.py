@@ -23,7 +23,14 @@ import trio
 from simulators import acquirer, security, settlement
 from simulators.issuer import serve
 from simulators.ledger import Ledger
-from switch.cli_common import UsageError, config_option, echo_json, json_option, load
+from switch.cli_common import (
+    UsageError,
+    config_option,
+    echo_json,
+    json_option,
+    load,
+    simulator_config,
+)
 from switch.config import Config, SimulatorConfig
 from switch.errors import ConfigError, SecurityError
 from switch.keys import KeyStore
@@ -45,14 +52,6 @@ def _network_option(func: click.decorators.FC) -> click.decorators.FC:
         required=True,
         help="Simulator name from [simulators.NAME] in the config (visa, mastercard, belkart).",
     )(func)
-
-
-def _simulator(config: Config, network: str) -> SimulatorConfig:
-    try:
-        return config.simulators[network]
-    except KeyError:
-        known = ", ".join(config.simulators) or "none"
-        raise UsageError(f"no simulator named {network!r} in the config (known: {known})") from None
 
 
 async def run_simulators(
@@ -104,7 +103,7 @@ def _first(group: BaseException) -> BaseException:
 def issuer_command(network: str, port: int | None, config_path: Path) -> None:
     """Run one issuer simulator (Ctrl-C or SIGTERM stops it)."""
     config = load(config_path)
-    one = _simulator(config, network)
+    one = simulator_config(config, network)
     if port is not None:
         one = dataclasses.replace(one, port=port)
     _run(config, [one])
@@ -139,7 +138,7 @@ def all_command(config_path: Path) -> None:
 def settlement_command(network: str, day: dt.datetime, out: Path | None, config_path: Path) -> None:
     """Write one business day of a simulator's ledger as the settlement CSV."""
     config = load(config_path)
-    one = _simulator(config, network)
+    one = simulator_config(config, network)
     if not one.ledger.exists():
         raise UsageError(f"{one.ledger}: no ledger yet (has the {network} simulator run?)")
     ledger = Ledger.open(one.ledger, Vault.load_or_create(config.switch.token_key_file))

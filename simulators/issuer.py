@@ -61,7 +61,14 @@ from switch.errors import CodecError, FramingError, SecurityError
 from switch.framing import FrameDecoder, Framing, encode_frame
 from switch.guard import Guard
 from switch.keys import KeyStore
-from switch.messages import F_NETWORK_MGMT, F_PAN, F_STAN, is_request, is_reversal
+from switch.messages import (
+    F_NETWORK_MGMT,
+    F_PAN,
+    F_STAN,
+    KEY_EXCHANGE,
+    is_request,
+    is_reversal,
+)
 from switch.vault import Vault
 
 __all__ = ["Issuer", "Reply", "serve"]
@@ -159,13 +166,16 @@ class Issuer:
         if not is_request(mti):
             log.warning("%s: ignoring a %s that is not a request", self.network, mti)
             return None
-        if mti[:2] == "08" and request.get(F_NETWORK_MGMT) == security.KEY_EXCHANGE:
-            decision, extra = security.accept_key(request, self.keys, self.config)
-            log.warning(
-                "%s: key exchange -> %s (%s)", self.network, decision.response_code, decision.reason
-            )
-            return Reply(answer={**answer_for(request, decision), **extra})
         if mti[:2] == "08":
+            if request.get(F_NETWORK_MGMT) == KEY_EXCHANGE:
+                decision, extra = security.accept_key(request, self.keys, self.config)
+                log.warning(
+                    "%s: key exchange -> %s (%s)",
+                    self.network,
+                    decision.response_code,
+                    decision.reason,
+                )
+                return Reply(answer={**answer_for(request, decision), **extra})
             return Reply(answer=answer_for(request, decide_network_management(request)))
         if mti[:2] == "05":  # cutover: the business day's totals (simulators.cutover)
             day = cutover.business_day(request)

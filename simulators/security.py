@@ -38,12 +38,12 @@ from simulators.cardbook import Card
 from simulators.decisions import Checks, Decision
 from switch.config import SecurityConfig, SimulatorConfig
 from switch.errors import SecurityError
-from switch.keys import Keys, KeyStore, load_master_key, tdes_encrypt
+from switch.keys import Keys, KeyStore, open_store, tdes_encrypt
+from switch.messages import F_KEY_BLOCK
 from switch.pin import decode_pin
 
 __all__ = [
     "CAVV_LENGTH",
-    "KEY_EXCHANGE",
     "SIMULATOR_ACS_KEY",
     "SIMULATOR_PVK",
     "accept_key",
@@ -59,8 +59,6 @@ __all__ = [
 SIMULATOR_PVK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 SIMULATOR_ACS_KEY = hashlib.sha256(b"switch simulator ACS key").digest()
 SIMULATOR_PVKI = "1"
-KEY_EXCHANGE = "161"  # F70 of an 0800 carrying a new zone PIN key (TR-31 block in F120)
-F_KEY_BLOCK = "120"
 CAVV_LENGTH = 28
 _DECIMALIZE = str.maketrans("abcdef", "012345")
 
@@ -124,26 +122,18 @@ def verify_cavv(cavv: str, pan: str, amount: int | str, key: bytes = SIMULATOR_A
     return hmac.compare_digest(cavv.encode("ascii", "replace"), expected.encode("ascii"))
 
 
-def _key_source(zpk: Keys | Callable[[], Keys] | None) -> Callable[[], Keys] | None:
-    if zpk is None or callable(zpk):
-        return zpk
-    fixed: Keys = zpk
-    return lambda: fixed
-
-
 def checks(
-    zpk: Keys | Callable[[], Keys] | None,
+    zpks: Callable[[], Keys] | None,
     *,
     pvk: bytes = SIMULATOR_PVK,
     acs_key: bytes = SIMULATOR_ACS_KEY,
 ) -> Checks:
-    """The hooks :func:`simulators.decisions.decide` asks: PIN (if a ZPK is given) and CAVV.
+    """The hooks :func:`simulators.decisions.decide` asks: PIN (if ``zpks`` is given) and CAVV.
 
-    ``zpk`` may be a function giving the zone PIN key(s) at the time of the
-    check, so that a key received over key exchange (0800/161) is used at once
-    and the previous one is still accepted during its grace time.
+    ``zpks`` gives the zone PIN key(s) at the time of each check, so that a key
+    received over key exchange (0800/161) is used at once and the previous one
+    is still accepted during its grace time.
     """
-    zpks = _key_source(zpk)
 
     def pin_ok(request: Mapping[str, str], card: Card) -> bool:
         assert zpks is not None
@@ -163,16 +153,7 @@ def open_keys(config: SimulatorConfig, security: SecurityConfig) -> KeyStore | N
     switch's: the two sides share a key's *value* because it was exchanged,
     never a file. The master key is found as the switch's is.
     """
-    names = [name for name in (config.pin_key, config.mac_key, config.kek_key) if name]
-    if not names:
-        return None
-    if config.keystore is None:
-        raise SecurityError(f"simulator {config.name}: keys are named but no keystore is set")
-    store = KeyStore.open(config.keystore, load_master_key(security))
-    missing = sorted({n for n in names if n not in store})
-    if missing:
-        raise SecurityError(f"{config.keystore}: no key named {', '.join(missing)}")
-    return store
+    return open_store(config.keystore, security, (config.pin_key, config.mac_key, config.kek_key))
 
 
 def accept_key(

@@ -14,10 +14,18 @@ from typing import Any, TypeVar
 
 import click
 
-from switch.config import Config, load_config
+from switch.config import Config, SimulatorConfig, load_config
 from switch.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG", "UsageError", "config_option", "echo_json", "json_option", "load"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "UsageError",
+    "config_option",
+    "echo_json",
+    "json_option",
+    "load",
+    "simulator_config",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_CONFIG = "switch.toml"
@@ -54,6 +62,15 @@ def load(config_path: Path) -> Config:
         return load_config(config_path)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
+
+
+def simulator_config(config: Config, name: str) -> SimulatorConfig:
+    """``[simulators.NAME]`` of the config, or exit 2 naming the ones it has."""
+    try:
+        return config.simulators[name]
+    except KeyError:
+        known = ", ".join(config.simulators) or "none"
+        raise UsageError(f"no simulator named {name!r} in the config (known: {known})") from None
 
 
 def echo_json(value: Any) -> None:

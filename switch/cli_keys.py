@@ -22,7 +22,14 @@ from pathlib import Path
 
 import click
 
-from switch.cli_common import UsageError, config_option, echo_json, json_option, load
+from switch.cli_common import (
+    UsageError,
+    config_option,
+    echo_json,
+    json_option,
+    load,
+    simulator_config,
+)
 from switch.config import Config, SecurityConfig
 from switch.errors import SecurityError
 from switch.keys import KEY_TYPES, KeyEntry, KeyStore, load_master_key, master_key_path
@@ -43,11 +50,8 @@ def _security(config_path: Path) -> SecurityConfig:
     security = config.security
     simulator = (click.get_current_context().find_object(dict) or {}).get("simulator")
     if simulator is not None:
-        sim = config.simulators.get(simulator)
-        if sim is None:
-            known = ", ".join(config.simulators) or "none"
-            raise UsageError(f"no simulator named {simulator!r} in the config (known: {known})")
-        return dataclasses.replace(security, keystore=sim.keystore)
+        keystore = simulator_config(config, simulator).keystore
+        return dataclasses.replace(security, keystore=keystore)
     if security.keystore is None:
         base = (config.source or config_path).resolve().parent
         security = dataclasses.replace(security, keystore=base / "var" / "keys.json")

@@ -43,6 +43,7 @@ from switch.framing import FrameDecoder, Framing, encode_frame
 from switch.guard import Guard
 from switch.keys import KeyStore
 from switch.matching import InFlight, StanAllocator, match_key
+from switch.messages import F_KEY_BLOCK, KEY_EXCHANGE
 from switch.outbox import Outbox
 from switch.translate import transmission_time
 
@@ -424,11 +425,12 @@ class IssuerLink:
         entry = keys.rotate(name)
         try:
             block = keys.export_tr31(name, kek)
-            answer = await self._network_request(self._pick(), "161", {"120": block})
-            if answer.get("39") != "00" or answer.get("120", "").upper() != entry.kcv.upper():
+            answer = await self._network_request(self._pick(), KEY_EXCHANGE, {F_KEY_BLOCK: block})
+            kcv = answer.get(F_KEY_BLOCK, "")
+            if answer.get("39") != "00" or kcv.upper() != entry.kcv.upper():
                 raise SecurityError(
                     f"link {self.name}: key exchange refused ({answer.get('39')}, "
-                    f"KCV {answer.get('120', '-')} vs {entry.kcv})"
+                    f"KCV {kcv or '-'} vs {entry.kcv})"
                 )
         except BaseException:
             keys.rotate(name, value=old)

@@ -39,7 +39,7 @@ import re
 import secrets
 import stat
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,6 +67,7 @@ __all__ = [
     "key_list",
     "load_master_key",
     "master_key_path",
+    "open_store",
     "random_key",
     "tdes_decrypt",
     "tdes_encrypt",
@@ -506,6 +507,26 @@ def master_key_path(security: SecurityConfig) -> Path | None:
     if security.keystore is not None:
         return security.keystore.parent / "master.key"
     return None
+
+
+def open_store(
+    path: Path | None, security: SecurityConfig, names: Iterable[str | None]
+) -> KeyStore | None:
+    """The key store at ``path`` when any of ``names`` is set, checked to hold them all.
+
+    None when no key is named (nothing to open, no master key needed); a
+    SecurityError naming the store and the missing keys otherwise.
+    """
+    wanted = sorted({name for name in names if name})
+    if not wanted:
+        return None
+    if path is None:
+        raise SecurityError(f"keys {', '.join(wanted)} are named but no key store is set")
+    store = KeyStore.open(path, load_master_key(security))
+    missing = [name for name in wanted if name not in store]
+    if missing:
+        raise SecurityError(f"{path}: no key named {', '.join(missing)}")
+    return store
 
 
 def load_master_key(security: SecurityConfig, *, environ: Mapping[str, str] | None = None) -> bytes:

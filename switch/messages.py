@@ -17,6 +17,7 @@ __all__ = [
     "F_AUTH_CODE",
     "F_CURRENCY",
     "F_EXPIRY",
+    "F_KEY_BLOCK",
     "F_MERCHANT",
     "F_NETWORK_MGMT",
     "F_ORIGINAL_DATA",
@@ -32,6 +33,7 @@ __all__ = [
     "F_TERMINAL",
     "F_TRANSMISSION_TIME",
     "HANDLED_MTIS",
+    "KEY_EXCHANGE",
     "MANDATORY_FIELDS",
     "RESPONSE_CODES",
     "is_ecommerce",
@@ -68,9 +70,11 @@ F_MAC = "64"
 F_NETWORK_MGMT = "70"
 F_ORIGINAL_DATA = "90"
 F_REPLACEMENT_AMOUNTS = "95"
+F_KEY_BLOCK = "120"  # key exchange: the new key's TR-31 block out, its KCV back
 F_MAC2 = "128"
 
 APPROVED = "00"
+KEY_EXCHANGE = "161"  # F70 of an 0800 that carries a new zone PIN key in F120
 
 # Request MTI -> response MTI.  Repeats (0401, 0421) are answered like the
 # original (ISO 8583:1987, 4.3: the last digit is the message origin/repeat).

@@ -24,11 +24,10 @@ from typing import Any
 import trio
 
 from switch.config import Config
-from switch.errors import SecurityError
 from switch.forwarder import SafForwarder
 from switch.issuer_link import IssuerLink
 from switch.journal import Journal, JournalWriter
-from switch.keys import KeyStore, load_master_key
+from switch.keys import KeyStore, open_store
 from switch.listener import Listener
 from switch.processor import Processor
 from switch.saf import SafStore
@@ -168,7 +167,7 @@ class Server:
 
 
 def _tune_gc() -> None:
-    """Garbage collection for a long-running server with an hour of transactions in memory.
+    """Garbage collection for a long-running server with minutes of transactions in memory.
 
     Everything built at start-up (specs, config, keys, modules) lives for
     good: ``gc.freeze`` takes it out of every later collection. A higher
@@ -189,16 +188,7 @@ def open_keys(config: Config) -> KeyStore | None:
         named += [lc.pin_key, lc.mac_key]
     for ic in config.issuers.values():
         named += [ic.pin_key, ic.mac_key, ic.kek_key]
-    names = [name for name in named if name]
-    if not names:
-        return None
-    security = config.security
-    assert security.keystore is not None  # defaulted by the config loader
-    store = KeyStore.open(security.keystore, load_master_key(security))
-    missing = sorted({n for n in names if n not in store})
-    if missing:
-        raise SecurityError(f"{security.keystore}: no key named {', '.join(missing)}")
-    return store
+    return open_store(config.security.keystore, config.security, named)
 
 
 def _server_tls(listener: Any) -> Any:

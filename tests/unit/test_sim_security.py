@@ -92,7 +92,7 @@ def test_verify_cavv() -> None:
 
 
 def test_checks_plug_into_the_decision_hooks() -> None:
-    hooks = checks(ZPK, acs_key=KEY)
+    hooks = checks(lambda: ZPK, acs_key=KEY)
     assert isinstance(hooks, Checks)
     assert hooks.pin_ok is not None and hooks.cavv_ok is not None
     request = {"2": PAN, "4": "000000001000", "52": encode_pin_block("1234", PAN, ZPK)}
