@@ -430,7 +430,7 @@ class Processor:
             # The issuer's dialect cannot carry this request: it never left, and the
             # rejected outcome on disk keeps recovery from reversing it.
             reason = mask_text(f"cannot encode for {link.name}: {exc}")[:200]
-            return self._timed_out(txn, link, reason, sent=False, code="30")
+            return self._never_sent(txn, reason, code="30", counter="rejected_30")
         latency = int((trio.current_time() - txn.started) * 1_000_000)
         out = to_acquirer(answer, request)
         if F_RRN not in request and txn.rrn:
@@ -455,17 +455,10 @@ class Processor:
     def _timed_out(
         self, txn: Txn, link: IssuerLink, reason: str, *, sent: bool, code: str = "91"
     ) -> dict[str, str]:
+        if not sent:
+            return self._never_sent(txn, reason, code=code, counter="link_down")
         answer = local_answer(txn.request, code, rrn=txn.rrn or None)
         latency = int((trio.current_time() - txn.started) * 1_000_000)
-        if not sent:
-            self._count("link_down" if code == "91" else f"rejected_{code}")
-            self.writer.record(
-                self._leg(
-                    txn, "acquirer_out", answer, state="rejected", note=reason, latency_us=latency
-                ),
-            )
-            txn.finish(answer, "rejected")
-            return answer
         self._count("timed_out")
         log.warning("txn %s: %s; answering %s and reversing through SAF", txn.txn_id, reason, code)
         assert txn.issuer_request is not None
@@ -477,6 +470,20 @@ class Processor:
             ),
         )
         txn.finish(answer, "timed_out")
+        return answer
+
+    def _never_sent(self, txn: Txn, reason: str, *, code: str, counter: str) -> dict[str, str]:
+        """Past the write-ahead but the request never left: a rejected outcome on disk
+        (so recovery does not reverse it) and ``code`` to the acquirer."""
+        self._count(counter)
+        answer = local_answer(txn.request, code, rrn=txn.rrn or None)
+        latency = int((trio.current_time() - txn.started) * 1_000_000)
+        self.writer.record(
+            self._leg(
+                txn, "acquirer_out", answer, state="rejected", note=reason, latency_us=latency
+            ),
+        )
+        txn.finish(answer, "rejected")
         return answer
 
     def queue_reversal(
