@@ -3,6 +3,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import specs
 from switch import codec, ecommerce
@@ -152,6 +154,32 @@ def test_f90_round_trip_and_rrn_shape() -> None:
     rrn = rrn_for(NOW, 1234567)
     assert len(rrn) == 12 and rrn.isdigit() and rrn.startswith("632710")
     assert transmission_time(NOW) == "1123103015"
+
+
+_MOSCOW = dt.timezone(dt.timedelta(hours=3))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2040, 1, 1)),
+            st.sampled_from([dt.UTC, _MOSCOW]),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_f7_and_rrn_caches_give_what_formatting_afresh_gives(
+    times: list[tuple[dt.datetime, dt.timezone]],
+) -> None:
+    # F7 is cached per second and the RRN prefix per hour: any order of
+    # calls, any zone, both sides of a boundary, must read as a fresh format.
+    for naive, zone in times:
+        now = naive.replace(tzinfo=zone)
+        utc = now.astimezone(dt.UTC)
+        assert transmission_time(now) == utc.strftime("%m%d%H%M%S")
+        prefix = f"{utc.year % 10}{utc.timetuple().tm_yday:03d}{utc.hour:02d}"
+        assert rrn_for(now, 7) == prefix + "000007"
 
 
 @pytest.mark.parametrize(
