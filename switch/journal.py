@@ -308,6 +308,8 @@ class Journal:
         self.db = db  # queries (read connection)
         self.path = path
         self._writer = writer
+        self._waits = True  # the writer connection's busy_timeout is 5000 ms (else 0)
+        self._checkpointer: sqlite3.Connection | None = None
 
     @classmethod
     def open(cls, path: str | Path) -> Journal:
@@ -325,8 +327,34 @@ class Journal:
         return cls(db, writer, p)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._writer.close()
         self.db.conn.close()
+
+    def manual_checkpoints(self) -> None:
+        """The writer connection stops checkpointing the WAL on commit: call
+        :meth:`checkpoint` instead, from a thread that may block.
+
+        SQLite runs an automatic checkpoint inside the commit that crosses
+        1,000 WAL pages - copying and fsyncing megabytes - and a writer that
+        commits on the event loop (``write_now``) must never pay that there.
+        """
+        self._writer.execute("pragma wal_autocheckpoint = 0")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the database (PASSIVE: never waits on a writer).
+
+        On a connection of its own, so it runs beside the writer connection's
+        commits instead of queueing behind them; once it has caught up, the
+        next write starts the WAL over from its beginning.
+        """
+        if self._checkpointer is None:
+            self._checkpointer = _connect(self.path)
+        try:
+            self._checkpointer.execute("pragma wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal checkpoint failed: {exc}") from exc
 
     # -- writing ------------------------------------------------------------------
 
@@ -336,15 +364,32 @@ class Journal:
             check_leg(leg)
         self._write_checked(legs)
 
-    def _write_checked(self, legs: Sequence[Leg]) -> None:
-        """``write_batch`` for legs already through :func:`check_leg` (the writer's)."""
+    def write_now(self, legs: Sequence[Leg]) -> bool:
+        """``write_batch`` for legs through :func:`check_leg` that never waits for
+        the lock: False, with nothing written, when another connection (the
+        SAF's) holds it. For a caller that must not block (the event loop)."""
+        return self._write_checked(legs, wait=False)
+
+    def _write_checked(self, legs: Sequence[Leg], *, wait: bool = True) -> bool:
+        """``write_batch`` for legs already through :func:`check_leg` (the writer's).
+
+        ``wait`` False: give up (False) rather than wait when the lock is held.
+        """
         if not legs:
-            return
+            return True
         conn = self._writer
         try:
+            if wait != self._waits:
+                conn.execute(f"pragma busy_timeout = {5000 if wait else 0}")
+                self._waits = wait
             # IMMEDIATE takes the write lock up front: no deadlock with the SAF's
             # connection upgrading a read to a write on the same file.
             conn.execute("begin immediate")
+        except sqlite3.Error as exc:
+            if not wait and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                return False
+            raise JournalError(f"journal write failed: {exc}") from exc
+        try:
             conn.executemany(
                 f"insert into legs ({', '.join(_LEG_COLUMNS)}) "
                 f"values ({', '.join('?' for _ in _LEG_COLUMNS)})",
@@ -357,6 +402,7 @@ class Journal:
             if conn.in_transaction:
                 conn.execute("rollback")
             raise JournalError(f"journal write failed: {exc}") from exc
+        return True
 
     # -- queries ------------------------------------------------------------------
 
@@ -665,26 +711,47 @@ class JournalWriter:
 
     Each loop takes what is queued (at least one leg, at most ``batch``,
     never waiting to fill a batch: it only lets the tasks already runnable
-    queue theirs first), writes it with one thread hop, then wakes the
-    ``commit()`` callers of that batch. A write failure is sticky: the
+    queue theirs first), writes it, then wakes the ``commit()`` callers of
+    that batch. A write failure is sticky: the
     failing batch's waiters and everything still queued get the JournalError,
     later ``record``/``commit`` raise it, and ``run`` returns. A journal that
     cannot write must stop the switch sending to issuers (write-ahead), not
     retry into a failing disk. ``aclose`` flushes what is queued and stops.
 
     The queue is a plain deque, not a memory channel: one writer task and
-    callers that never wait to queue need no more than a wake-up event. The
-    thread hop is to a thread of the writer's own, started by ``run`` and fed
-    through a ``SimpleQueue``, which reports back with one ``run_sync_soon``:
-    ``trio.to_thread.run_sync`` costs several times that per call (limiter,
-    thread cache, cancel scope), and it is paid for every batch.
+    callers that never wait to queue need no more than a wake-up event.
+
+    Where a batch is written: on the event loop itself (``inline``, the
+    default) when the database lock is free - a commit in WAL mode with
+    ``synchronous=NORMAL`` is page writes into the OS cache, no fsync, and
+    costs less than handing it over - else by a thread of the writer's own,
+    which waits for the lock. That thread, started by ``run`` and fed through
+    a ``SimpleQueue`` (one ``run_sync_soon`` back; ``trio.to_thread`` costs
+    several times that), also runs the WAL checkpoints, the only part of
+    journaling that fsyncs: the writer connection never checkpoints on
+    commit, the loop asks the thread for one every ``checkpoint_pages``
+    (estimated) pages written. One transaction arriving alone then costs no
+    thread hop, no futex and no wake-up socket.
     """
 
-    def __init__(self, journal: Journal, *, batch: int = 256) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        batch: int = 256,
+        inline: bool = True,
+        checkpoint_pages: int = 1000,
+    ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
         self.journal = journal
         self.batch = batch
+        self.inline = inline
+        self.checkpoint_pages = checkpoint_pages
+        self._pages = 0  # estimated WAL pages written since the last checkpoint request
+        self._checkpoint_asked = False
+        self.checkpoints = 0
+        self.handed_over = 0  # batches the thread wrote (lock busy, or not inline)
         self._queue: deque[_Item] = deque()
         self._wake = trio.Event()
         self._closing = False  # aclose(): write what is queued, then stop
@@ -694,7 +761,7 @@ class JournalWriter:
         self.batches = 0
         self._started = False
         self._finished = trio.Event()
-        self._jobs: queue.SimpleQueue[list[Leg] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[list[Leg] | None] = queue.SimpleQueue()  # [] = checkpoint
         self._written = trio.Event()
         self._write_error: BaseException | None = None
 
@@ -742,6 +809,8 @@ class JournalWriter:
             target=self._thread, args=(token,), name="journal-writer", daemon=True
         )
         thread.start()
+        if self.inline:
+            self.journal.manual_checkpoints()
         task_status.started()
         try:
             await self._loop()
@@ -749,12 +818,19 @@ class JournalWriter:
             # Cancelled, failed or closed: nobody is left waiting forever.
             self._jobs.put(None)
             self._stop(self.failed or JournalError("journal writer stopped"))
+            # A checkpoint may still be running there: the journal must not be
+            # closed under it. (No batch is: the loop waits for each, shielded.)
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(thread.join)
             self._finished.set()
 
     def _thread(self, token: trio.lowlevel.TrioToken) -> None:
         """The writer's thread: write each batch handed over, report back to trio."""
         while (legs := self._jobs.get()) is not None:
             error: BaseException | None = None
+            if not legs:
+                self._checkpoint()
+                continue
             try:
                 self.journal._write_checked(legs)
             except BaseException as exc:  # reported to the writer task, which decides
@@ -763,6 +839,25 @@ class JournalWriter:
                 token.run_sync_soon(self._report, error)
             except trio.RunFinishedError:
                 return
+
+    def _checkpoint(self) -> None:
+        try:
+            self.journal.checkpoint()
+        except JournalError as exc:  # the next one may succeed; the WAL only grows meanwhile
+            log.warning("%s", exc)
+        self.checkpoints += 1
+        self._checkpoint_asked = False
+
+    def _written_pages(self, legs: int) -> None:
+        """Count a commit's WAL pages (about 4 per commit plus 1 per 4 legs:
+        table and index leaves); past ``checkpoint_pages``, ask for a checkpoint."""
+        if not self.inline:
+            return  # the connection checkpoints itself on commit
+        self._pages += 4 + legs // 4
+        if self._pages >= self.checkpoint_pages and not self._checkpoint_asked:
+            self._pages = 0
+            self._checkpoint_asked = True
+            self._jobs.put([])
 
     def _report(self, error: BaseException | None) -> None:
         self._write_error = error
@@ -794,7 +889,10 @@ class JournalWriter:
                 # Shielded: a batch handed to the thread is finished and its
                 # waiters told, even when the writer is being cancelled.
                 with trio.CancelScope(shield=True):
-                    await self._write(legs)
+                    if not (self.inline and self.journal.write_now(legs)):
+                        self.handed_over += 1
+                        await self._write(legs)
+                self._written_pages(len(legs))
             except Exception as exc:
                 error = exc if isinstance(exc, JournalError) else JournalError(str(exc))
                 self.failed = JournalError(f"journal writer failed: {error}")

@@ -240,3 +240,76 @@ async def test_aclose_of_a_writer_never_started_does_not_hang(journal: Journal) 
         writer.record(leg("t2"))
     assert journal.count_legs() == 0
     journal.close()
+
+
+async def test_a_lone_commit_is_written_on_the_event_loop(
+    writer: JournalWriter, journal: Journal
+) -> None:
+    with trio.fail_after(10):
+        await writer.commit(leg("t1"), leg("t1", "issuer_out"))
+    assert writer.handed_over == 0  # no thread hop when the lock is free
+    assert journal.count_legs() == 2
+
+
+async def test_a_held_lock_sends_the_batch_to_the_thread_and_the_loop_carries_on(
+    writer: JournalWriter, journal: Journal
+) -> None:
+    # Another connection (the SAF's, in the daemon) holds the write lock: the
+    # loop must not wait for it; the writer's thread does, and commits after.
+    other = sqlite3.connect(journal.path, isolation_level=None)
+    other.execute("begin immediate")
+    done = trio.Event()
+
+    async def client() -> None:
+        await writer.commit(leg("t1", "acquirer_out", state="approved"))
+        done.set()
+
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client)
+                await trio.testing.wait_all_tasks_blocked()
+                assert writer.handed_over == 1 and not done.is_set()
+                # The event loop is free: this task runs while the thread waits.
+                other.execute("commit")
+                await done.wait()
+    finally:
+        other.close()
+    assert journal.count_legs() == 1
+    assert journal.transaction("t1")["state"] == "approved"  # type: ignore[index]
+    with trio.fail_after(10):  # the lock is free again: back on the loop
+        await writer.commit(leg("t2"))
+    assert writer.handed_over == 1
+
+
+async def test_checkpoints_run_on_the_writers_thread_not_in_commits(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "journal.db")
+    writer = JournalWriter(journal, checkpoint_pages=40)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            for i in range(200):  # one batch each: ~4 WAL pages per commit
+                await writer.commit(leg(f"t{i}"), leg(f"t{i}", "issuer_out"))
+            await writer.aclose()  # returns once the thread has run every job asked
+    # The writer connection never checkpoints inside a commit on the loop ...
+    assert journal._writer.execute("pragma wal_autocheckpoint").fetchone()[0] == 0
+    # ... the thread did: asked about every 40 pages (10 commits), never
+    # twice at once (a lagging thread gets fewer, larger checkpoints).
+    assert 1 <= writer.checkpoints <= 20
+    assert journal.count_legs() == 400
+    journal.close()
+
+
+async def test_the_thread_writes_everything_when_not_inline(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "journal.db")
+    writer = JournalWriter(journal, inline=False)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            for i in range(5):
+                await writer.commit(leg(f"t{i}"))
+            await writer.aclose()
+    assert writer.handed_over == writer.batches == 5
+    assert writer.checkpoints == 0  # SQLite's own, in the thread's commits
+    assert journal.count_legs() == 5
+    journal.close()
