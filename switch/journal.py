@@ -59,6 +59,21 @@ two of a ``commit()``, are folded into one upsert with the same result):
   (``reversal_pending``, ``declined``) do not touch the original. A SAF
   reversal journaled on the original's own txn_id just sets its state.
 
+A request's row may wait for its outcome. The daemon's write-ahead commit
+(``JournalWriter.commit(..., row_later=True)``: the ``acquirer_in`` and
+``issuer_out`` legs of a request about to be sent) puts the LEGS on disk
+and holds their upsert in memory; the transaction's next legs (the answer,
+the timeout, the reject) are then folded with them into ONE upsert. The
+row of a request in flight appears when its outcome is journaled (or when
+the writer closes); the legs, which are the write-ahead record, are on disk
+before the send either way. Holding is worth it: a row written twice costs
+two upserts through six indexes, the first rewritten milliseconds later.
+After a crash, held legs are legs without a row: ``JournalWriter.run``
+folds them into rows (:meth:`Journal.repair_rows`) before recovery reads
+``in_doubt``. The search is bounded by ``journal_state.held_since``, a txn
+id (ids begin with their creation time) at or below every id held, moved
+forward once every ``_HELD_SINCE_STEP_US``.
+
 In doubt (:meth:`Journal.in_doubt`): a transaction whose ``issuer_out`` leg
 is committed, that has no ``issuer_in``, ``late`` or ``recovered`` leg, and
 whose state is still ``in_flight``. Every other state means the switch
@@ -90,7 +105,7 @@ import re
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
@@ -310,6 +325,11 @@ class Journal:
         self._writer = writer
         self._waits = True  # the writer connection's busy_timeout is 5000 ms (else 0)
         self._checkpointer: sqlite3.Connection | None = None
+        # Write-ahead runs whose upsert waits for the transaction's next legs,
+        # by txn id, in the order held (module docstring).
+        self._held: dict[str, list[Leg]] = {}
+        self._held_since = ""  # journal_state.held_since as last written
+        self._last_us = 0  # the latest leg time written (this module reads no clock)
 
     @classmethod
     def open(cls, path: str | Path) -> Journal:
@@ -356,6 +376,16 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"journal checkpoint failed: {exc}") from exc
 
+    @property
+    def held(self) -> int:
+        """Transactions whose row waits for their next legs."""
+        return len(self._held)
+
+    def write_rows_held(self) -> None:
+        """Write the row of every held transaction now (the writer, closing)."""
+        if self._held:
+            self._write_checked([])
+
     # -- writing ------------------------------------------------------------------
 
     def write_batch(self, legs: Sequence[Leg]) -> None:
@@ -364,18 +394,24 @@ class Journal:
             check_leg(leg)
         self._write_checked(legs)
 
-    def write_now(self, legs: Sequence[Leg]) -> bool:
+    def write_now(self, legs: Sequence[Leg], hold: Collection[str] = ()) -> bool:
         """``write_batch`` for legs through :func:`check_leg` that never waits for
         the lock: False, with nothing written, when another connection (the
         SAF's) holds it. For a caller that must not block (the event loop)."""
-        return self._write_checked(legs, wait=False)
+        return self._write_checked(legs, hold, wait=False)
 
-    def _write_checked(self, legs: Sequence[Leg], *, wait: bool = True) -> bool:
+    def _write_checked(
+        self, legs: Sequence[Leg], hold: Collection[str] = (), *, wait: bool = True
+    ) -> bool:
         """``write_batch`` for legs already through :func:`check_leg` (the writer's).
 
-        ``wait`` False: give up (False) rather than wait when the lock is held.
+        ``hold``: txn ids whose run in ``legs`` (a write-ahead: the txn's first
+        legs) is inserted as legs now and upserted with the transaction's next
+        run; ``legs`` empty writes every held row. ``wait`` False: give up
+        (False, nothing written) rather than wait when the lock is held.
         """
-        if not legs:
+        flush = not legs
+        if flush and not self._held:
             return True
         conn = self._writer
         try:
@@ -389,20 +425,89 @@ class Journal:
             if not wait and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
                 return False
             raise JournalError(f"journal write failed: {exc}") from exc
+        held = self._held
+        before = dict(held) if held else {}  # a rollback restores it
         try:
-            conn.executemany(
-                f"insert into legs ({', '.join(_LEG_COLUMNS)}) "
-                f"values ({', '.join('?' for _ in _LEG_COLUMNS)})",
-                [_row(leg) for leg in legs],
+            if legs:
+                conn.executemany(_INSERT_LEG, [_row(leg) for leg in legs])
+                self._last_us = max(self._last_us, legs[-1].time_us)
+            for run in _runs(legs):
+                txn_id = run[0].txn_id
+                if txn_id in hold and txn_id not in held:
+                    held[txn_id] = run
+                    continue
+                for leg in run:  # a reversal updates its original's row: write that first
+                    if leg.original_txn in held:
+                        _apply(conn, held.pop(leg.original_txn))
+                earlier = held.pop(txn_id, None)
+                _apply(conn, earlier + run if earlier else run)
+            if flush:
+                for run in held.values():
+                    _apply(conn, run)
+                held.clear()
+            self._mark_held_since(conn)
+            conn.execute("commit")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("rollback")
+            self._held = before
+            raise JournalError(f"journal write failed: {exc}") from exc
+        return True
+
+    def _mark_held_since(self, conn: sqlite3.Connection) -> None:
+        """Keep ``journal_state.held_since`` at or below every held txn id.
+
+        The first held is the oldest, give or take the milliseconds between a
+        request's id and its write-ahead; the mark sits a step below it (or
+        below now) and is rewritten once a step, not per commit.
+        """
+        oldest = next(iter(self._held), None)
+        if oldest is None:
+            since_us = self._last_us
+        elif _TIMED_ID.match(oldest):
+            since_us = int(oldest[:13], 16)
+        else:
+            since_us = 0  # an id that says nothing of its time: search everything
+        mark = f"{max(0, since_us - _HELD_SINCE_STEP_US):013x}"
+        current = self._held_since
+        if current and current <= mark < f"{int(current, 16) + _HELD_SINCE_STEP_US:013x}":
+            return
+        conn.execute(
+            "insert into journal_state (key, value) values ('held_since', ?)"
+            " on conflict (key) do update set value = excluded.value",
+            (mark,),
+        )
+        self._held_since = mark
+
+    def repair_rows(self) -> int:
+        """Fold legs that have no transaction row into rows; how many transactions.
+
+        After a crash these are the write-ahead legs the writer held (never
+        more than the ids from ``journal_state.held_since`` on are searched).
+        """
+        conn = self._writer
+        try:
+            row = conn.execute(
+                "select value from journal_state where key = 'held_since'"
+            ).fetchone()
+            cursor = conn.execute(
+                f"select {', '.join(_LEG_COLUMNS)} from legs l where l.txn_id >= ?"
+                " and not exists (select 1 from transactions t where t.txn_id = l.txn_id)"
+                " order by l.id",
+                (row[0] if row else "",),
             )
+            legs = [Leg(**dict(zip(_LEG_COLUMNS, values, strict=True))) for values in cursor]
+            if not legs:
+                return 0
+            conn.execute("begin immediate")
             for run in _runs(legs):
                 _apply(conn, run)
             conn.execute("commit")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("rollback")
-            raise JournalError(f"journal write failed: {exc}") from exc
-        return True
+            raise JournalError(f"journal repair failed: {exc}") from exc
+        return len({leg.txn_id for leg in legs})
 
     # -- queries ------------------------------------------------------------------
 
@@ -548,6 +653,9 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         legs.create({"id": int, **_LEG_TYPES}, pk="id")
     for idx in _LEG_INDEXES:
         legs.create_index(idx, if_not_exists=True)
+    state = db.table("journal_state")
+    if not state.exists():
+        state.create({"key": str, "value": str}, pk="key")
     txns = db.table("transactions")
     if not txns.exists():
         txns.create(_TXN_COLUMNS, pk="txn_id")
@@ -556,6 +664,12 @@ def _create_schema(db: sqlite_utils.Database) -> None:
 
 
 _row = operator.attrgetter(*_LEG_COLUMNS)
+_INSERT_LEG = (
+    f"insert into legs ({', '.join(_LEG_COLUMNS)}) values ({', '.join('?' for _ in _LEG_COLUMNS)})"
+)
+# A txn id that begins with its creation time (13 hex digits of microseconds).
+_TIMED_ID = re.compile(r"[0-9a-f]{13}")
+_HELD_SINCE_STEP_US = 60_000_000
 
 
 def _runs(legs: Sequence[Leg]) -> list[list[Leg]]:
@@ -703,6 +817,7 @@ class _Waiter:
 
 
 _Item = tuple[Leg, _Waiter | None]
+_Job = tuple[list[Leg], set[str] | None]
 _QUEUE_LIMIT = 1_000_000
 
 
@@ -761,7 +876,9 @@ class JournalWriter:
         self.batches = 0
         self._started = False
         self._finished = trio.Event()
-        self._jobs: queue.SimpleQueue[list[Leg] | None] = queue.SimpleQueue()  # [] = checkpoint
+        # (legs, ids held) to write, ([], None) for a checkpoint, None to stop
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._hold: set[str] = set()  # txn ids whose row may wait (commit(row_later=True))
         self._written = trio.Event()
         self._write_error: BaseException | None = None
 
@@ -791,13 +908,20 @@ class JournalWriter:
         elif self.failed is not None:
             raise self.failed
 
-    async def commit(self, *legs: Leg) -> None:
-        """Enqueue and return once committed: the write-ahead rule. Raises JournalError."""
+    async def commit(self, *legs: Leg, row_later: bool = False) -> None:
+        """Enqueue and return once committed: the write-ahead rule. Raises JournalError.
+
+        ``row_later``: ``legs`` are their transaction's first and its next legs
+        follow; the legs are committed, the transaction's row is written with
+        those next legs (module docstring).
+        """
         if not legs:
             await trio.lowlevel.checkpoint()
             return
         waiter = _Waiter()
         self._enqueue(legs, waiter)
+        if row_later:
+            self._hold.add(legs[0].txn_id)
         await waiter.done.wait()
         if waiter.error is not None:
             raise waiter.error
@@ -811,9 +935,17 @@ class JournalWriter:
         thread.start()
         if self.inline:
             self.journal.manual_checkpoints()
+        try:
+            repaired = self.journal.repair_rows()
+            if repaired:
+                log.warning("journal: %d transaction row(s) rebuilt from their legs", repaired)
+        except JournalError as exc:
+            self.failed = JournalError(f"journal writer failed: {exc}")
+            log.error("%s; refusing new legs", self.failed)
         task_status.started()
         try:
-            await self._loop()
+            if self.failed is None:
+                await self._loop()
         finally:
             # Cancelled, failed or closed: nobody is left waiting forever.
             self._jobs.put(None)
@@ -826,13 +958,14 @@ class JournalWriter:
 
     def _thread(self, token: trio.lowlevel.TrioToken) -> None:
         """The writer's thread: write each batch handed over, report back to trio."""
-        while (legs := self._jobs.get()) is not None:
+        while (job := self._jobs.get()) is not None:
+            legs, hold = job
             error: BaseException | None = None
-            if not legs:
+            if hold is None:
                 self._checkpoint()
                 continue
             try:
-                self.journal._write_checked(legs)
+                self.journal._write_checked(legs, hold)
             except BaseException as exc:  # reported to the writer task, which decides
                 error = exc
             try:
@@ -857,16 +990,16 @@ class JournalWriter:
         if self._pages >= self.checkpoint_pages and not self._checkpoint_asked:
             self._pages = 0
             self._checkpoint_asked = True
-            self._jobs.put([])
+            self._jobs.put(([], None))
 
     def _report(self, error: BaseException | None) -> None:
         self._write_error = error
         self._written.set()
 
-    async def _write(self, legs: list[Leg]) -> None:
+    async def _write(self, legs: list[Leg], hold: set[str]) -> None:
         """One thread hop: hand ``legs`` to the writer's thread and wait for its report."""
         self._written = trio.Event()
-        self._jobs.put(legs)
+        self._jobs.put((legs, hold))
         await self._written.wait()
         if self._write_error is not None:
             raise self._write_error
@@ -876,6 +1009,13 @@ class JournalWriter:
         while True:
             if not queue:
                 if self._closing:
+                    # Held rows are written before the writer stops (else the
+                    # next start rebuilds them from their legs).
+                    try:
+                        with trio.CancelScope(shield=True):
+                            await self._write([], set())
+                    except JournalError as exc:
+                        log.error("%s; the next start rebuilds the rows from their legs", exc)
                     return
                 self._wake = trio.Event()
                 await self._wake.wait()
@@ -889,9 +1029,12 @@ class JournalWriter:
                 # Shielded: a batch handed to the thread is finished and its
                 # waiters told, even when the writer is being cancelled.
                 with trio.CancelScope(shield=True):
-                    if not (self.inline and self.journal.write_now(legs)):
+                    hold = self._hold
+                    if not (self.inline and self.journal.write_now(legs, hold)):
                         self.handed_over += 1
-                        await self._write(legs)
+                        await self._write(legs, hold)
+                for leg in legs:
+                    hold.discard(leg.txn_id)
                 self._written_pages(len(legs))
             except Exception as exc:
                 error = exc if isinstance(exc, JournalError) else JournalError(str(exc))

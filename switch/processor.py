@@ -404,10 +404,12 @@ class Processor:
         txn.issuer_request = issuer_msg
         txn.pan_enc = self.vault.encrypt_pan(pan)
         # Write-ahead: the issuer-out leg is on disk before the issuer can act on it.
+        # Every path from here journals an outcome leg, which writes the row.
         try:
             await self.writer.commit(
                 self._leg(txn, "acquirer_in", request),
                 self._leg(txn, "issuer_out", issuer_msg, pan_enc=txn.pan_enc),
+                row_later=True,
             )
         except JournalError as exc:
             log.error("journal failed, declining: %s", exc)

@@ -21,7 +21,7 @@ T0 = 1_700_000_000_000_000
 
 
 def leg(txn: str, kind: str = "acquirer_in", **kw: object) -> Leg:
-    return Leg(txn_id=txn, leg=kind, time_us=T0, **kw)  # type: ignore[arg-type]
+    return Leg(**{"txn_id": txn, "leg": kind, "time_us": T0, **kw})  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -313,3 +313,108 @@ async def test_the_thread_writes_everything_when_not_inline(tmp_path: Path) -> N
     assert writer.checkpoints == 0  # SQLite's own, in the thread's commits
     assert journal.count_legs() == 5
     journal.close()
+
+
+def _timed(n: int) -> str:
+    """A txn id as the daemon makes them: creation time first (new_txn_id)."""
+    return f"{T0 + n:013x}{n:012x}"
+
+
+async def test_a_write_ahead_row_waits_for_the_outcome_and_equals_the_unheld_one(
+    writer: JournalWriter, journal: Journal, tmp_path: Path
+) -> None:
+    txn = _timed(1)
+    ahead = [
+        leg(txn, terminal="T1", stan="000001", amount=1000, pan_masked="400000******0002"),
+        leg(txn, "issuer_out", link="visa", stan="100001", rrn="000000000001"),
+    ]
+    outcome = [
+        leg(txn, "issuer_in", link="visa", response_code="00", auth_code="A1"),
+        leg(txn, "acquirer_out", response_code="00", auth_code="A1", state="approved"),
+    ]
+    with trio.fail_after(10):
+        await writer.commit(*ahead, row_later=True)
+        reader = sqlite3.connect(journal.path)
+        try:  # the write-ahead record is on disk, for any connection
+            assert reader.execute("select count(*) from legs").fetchone()[0] == 2
+        finally:
+            reader.close()
+        assert journal.transaction(txn) is None and journal.held == 1
+        await writer.commit(*outcome)
+    assert journal.held == 0
+    plain = Journal.open(tmp_path / "plain.db")
+    plain.write_batch(ahead)
+    plain.write_batch(outcome)
+    assert journal.transaction(txn) == plain.transaction(txn)
+    assert journal.transaction(txn)["state"] == "approved"  # type: ignore[index]
+    plain.close()
+
+
+async def test_closing_writes_every_held_row(journal: Journal) -> None:
+    writer = JournalWriter(journal)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            await writer.commit(leg(_timed(1)), leg(_timed(1), "issuer_out"), row_later=True)
+            await writer.aclose()
+    assert journal.held == 0
+    assert journal.transaction(_timed(1))["state"] == "in_flight"  # type: ignore[index]
+    journal.close()
+
+
+async def test_held_rows_lost_in_a_crash_are_rebuilt_before_recovery_reads(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.db"
+    journal = Journal.open(path)
+    writer = JournalWriter(journal)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            for n in (1, 2):
+                await writer.commit(
+                    leg(_timed(n), terminal="T1", stan=f"00000{n}"),
+                    leg(_timed(n), "issuer_out", link="visa", pan_enc=b"sealed"),
+                    row_later=True,
+                )
+            await writer.commit(leg(_timed(2), "acquirer_out", state="approved"))
+            nursery.cancel_scope.cancel()  # a crash: no aclose, no held rows written
+    assert journal.transaction(_timed(1)) is None
+    journal.close()
+
+    again = Journal.open(path)
+    restarted = JournalWriter(again)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(restarted.run)  # rebuilds before it reports started
+            assert [t["txn_id"] for t in again.in_doubt()] == [_timed(1)]
+            await restarted.aclose()
+    row = again.transaction(_timed(1))
+    assert row is not None and row["terminal"] == "T1" and row["link"] == "visa"
+    assert again.transaction(_timed(2))["state"] == "approved"  # type: ignore[index]
+    again.close()
+
+
+async def test_a_reversal_of_a_held_original_reaches_its_row(
+    writer: JournalWriter, journal: Journal
+) -> None:
+    original, reversal = _timed(1), _timed(2)
+    with trio.fail_after(10):
+        await writer.commit(leg(original), leg(original, "issuer_out"), row_later=True)
+        await writer.commit(leg(reversal, "acquirer_out", original_txn=original, state="reversed"))
+    row = journal.transaction(original)
+    assert row is not None
+    assert row["state"] == "reversed" and row["reversed_by"] == reversal
+
+
+async def test_the_held_since_mark_never_passes_a_held_id(
+    writer: JournalWriter, journal: Journal
+) -> None:
+    with trio.fail_after(10):
+        await writer.commit(leg(_timed(5)), leg(_timed(5), "issuer_out"), row_later=True)
+        for n in range(6, 20):
+            await writer.commit(leg(_timed(n), time_us=T0 + 120_000_000 + n))
+    mark = journal.db.conn.execute(
+        "select value from journal_state where key = 'held_since'"
+    ).fetchone()[0]
+    assert mark <= _timed(5)
