@@ -363,16 +363,22 @@ class Journal:
         self._writer.execute("pragma wal_autocheckpoint = 0")
 
     def checkpoint(self) -> None:
-        """Copy the WAL back into the database (PASSIVE: never waits on a writer).
+        """Copy the WAL back into the database and start it over (RESTART).
 
-        On a connection of its own, so it runs beside the writer connection's
-        commits instead of queueing behind them; once it has caught up, the
-        next write starts the WAL over from its beginning.
+        On a connection of its own, from a thread that may block. RESTART,
+        not PASSIVE: it holds the write lock while it copies, so commits
+        (``write_now`` finds the lock busy and the writer's thread waits) do
+        not keep appending past it. A PASSIVE checkpoint racing a writer that
+        commits a thousand times a second never catches up, and the WAL only
+        restarts once one has: measured, it grew to 1.7 GB in 60 s at 1,000 TPS.
+        Readers of an older snapshot are waited for 200 ms at most, then
+        the checkpoint ends partial and the next one tries again.
         """
         if self._checkpointer is None:
             self._checkpointer = _connect(self.path)
+            self._checkpointer.execute("pragma busy_timeout = 200")
         try:
-            self._checkpointer.execute("pragma wal_checkpoint(PASSIVE)")
+            self._checkpointer.execute("pragma wal_checkpoint(RESTART)").fetchall()
         except sqlite3.Error as exc:
             raise JournalError(f"journal checkpoint failed: {exc}") from exc
 
