@@ -432,7 +432,6 @@ class Journal:
                 return False
             raise JournalError(f"journal write failed: {exc}") from exc
         held = self._held
-        before = dict(held) if held else {}  # a rollback restores it
         try:
             if legs:
                 conn.executemany(_INSERT_LEG, [_row(leg) for leg in legs])
@@ -454,9 +453,11 @@ class Journal:
             self._mark_held_since(conn)
             conn.execute("commit")
         except sqlite3.Error as exc:
+            # ``held`` is not restored: a failed write stops the writer for good,
+            # and the legs of every held run are on disk for the next start's
+            # repair_rows (those of this batch were never committed).
             if conn.in_transaction:
                 conn.execute("rollback")
-            self._held = before
             raise JournalError(f"journal write failed: {exc}") from exc
         return True
 
