@@ -437,3 +437,21 @@ def test_a_checkpoint_starts_the_wal_over(journal: Journal) -> None:
     assert wal.stat().st_size < grown * 1.5
     assert journal.count_legs() == 1200
     journal.close()
+
+
+def test_a_checkpoint_copies_back_while_another_connection_writes(journal: Journal) -> None:
+    # Below restart_frames only the PASSIVE step runs: it needs no write
+    # lock, so commits on the event loop go on while it copies.
+    journal.manual_checkpoints()
+    for i in range(300):
+        assert journal.write_now([leg(f"t{i}"), leg(f"t{i}", "issuer_out")])
+    before = journal.path.stat().st_size
+    other = sqlite3.connect(journal.path, isolation_level=None)
+    other.execute("begin immediate")  # holds the write lock throughout
+    try:
+        journal.checkpoint(restart_frames=1_000_000)
+    finally:
+        other.execute("rollback")
+        other.close()
+    assert journal.path.stat().st_size > before  # pages copied back into the database
+    journal.close()
