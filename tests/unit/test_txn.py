@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from switch.processor import Txn
 
 
@@ -23,3 +25,31 @@ def test_a_finished_transaction_forgets_card_data_and_its_own_event() -> None:
     assert txn.pan_enc is None and txn.card is None
     assert txn.request["11"] == "000001" and (txn.issuer_request or {})["11"] == "900001"
     assert (txn.answer, txn.state) == ({"t": "0110", "39": "00"}, "approved")
+
+
+def test_a_packed_transaction_comes_back_whole_and_escapes_the_collector() -> None:
+    txn = Txn(txn_id="t1", listener="gw", request={"t": "0100", "11": "000001"}, started=0.0)
+    txn.issuer_request = {"t": "0100", "11": "900001", "37": "R1"}
+    txn.link, txn.rrn = "visa", "R1"
+    txn.finish({"t": "0110", "39": "05"}, "declined")
+    packed = txn.packed()
+    gc.collect()
+    assert not gc.is_tracked(packed)  # a Txn is tracked; minutes of them made full collections slow
+    back = Txn.unpacked(packed)
+    assert (back.txn_id, back.listener, back.link, back.state, back.rrn) == (
+        "t1",
+        "gw",
+        "visa",
+        "declined",
+        "R1",
+    )
+    assert back.request == txn.request and back.issuer_request == txn.issuer_request
+    assert back.answer == {"t": "0110", "39": "05"} and back.done.is_set()
+    assert Txn.unpacked(txn) is txn  # a live one is itself (waiters share its event)
+
+
+def test_a_transaction_never_sent_packs_without_issuer_messages() -> None:
+    txn = Txn(txn_id="t2", listener="gw", request={"t": "0100"}, started=0.0)
+    txn.finish(None, "rejected")
+    back = Txn.unpacked(txn.packed())
+    assert back.issuer_request is None and back.answer is None and back.link is None
