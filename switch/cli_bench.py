@@ -52,7 +52,8 @@ def _bench_modules() -> tuple[Any, Any]:
 @click.option(
     "--soak",
     type=click.FloatRange(min=5),
-    help="Add an open-loop run of this many seconds at 1000 TPS, sampling the switch's RSS.",
+    help="Add an open-loop run at 1000 TPS sampling the switch's RSS: this many seconds"
+    " after the recent-transactions table is full (50 s more).",
 )
 @click.option(
     "--workdir",
