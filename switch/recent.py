@@ -13,7 +13,6 @@ in the journal instead. Pure: no trio, no sqlite.
 from __future__ import annotations
 
 import sys
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
@@ -52,13 +51,16 @@ class RecentTransactions(Generic[T]):
     already, so nesting would keep some tracked).
     """
 
-    __slots__ = ("_by_dup", "_by_rrn", "_by_stan", "_order", "_seq", "limit", "window")
+    __slots__ = ("_by_dup", "_by_rrn", "_by_stan", "_oldest", "_order", "_seq", "limit", "window")
 
     def __init__(self, window: float = 300.0, limit: int = 50_000) -> None:
         self.window = window
         self.limit = limit
-        # handle -> (time added, item, duplicate key, STAN key, RRN keys...)
-        self._order: OrderedDict[int, tuple[Any, ...]] = OrderedDict()
+        # handle -> (time added, item, duplicate key, STAN key, RRN keys...).
+        # Handles count up and entries leave oldest first, so the oldest is
+        # always entry ``_oldest``: a plain dict, no linked list to keep.
+        self._order: dict[int, tuple[Any, ...]] = {}
+        self._oldest = 0
         self._by_dup: dict[tuple[str, ...], T] = {}
         self._by_stan: dict[tuple[str, ...], tuple[T, ...]] = {}
         self._by_rrn: dict[tuple[str, ...], T] = {}
@@ -125,11 +127,11 @@ class RecentTransactions(Generic[T]):
     def _prune(self, now: float) -> None:
         order = self._order
         while order:
-            handle = next(iter(order))
-            born, item, dup, stan_key, *rrn_keys = order[handle]
+            born, item, dup, stan_key, *rrn_keys = order[self._oldest]
             if born + self.window > now and len(order) < self.limit:
                 break
-            del order[handle]
+            del order[self._oldest]
+            self._oldest += 1
             if self._by_dup.get(dup) is item:
                 del self._by_dup[dup]
             bucket = self._by_stan.get(stan_key)
