@@ -219,9 +219,32 @@ async def run(
 ) -> None:
     """Run the switch until SIGTERM/SIGINT (the daemon: GC tuned once it is up)."""
     async with trio.open_nursery() as nursery:
-        ports = await nursery.start(Server(config).serve)
+
+        async def serve(task_status: trio.TaskStatus[list[int]]) -> None:
+            await Server(config).serve(task_status=task_status)
+            nursery.cancel_scope.cancel()  # the server is done: so is the pacer
+
+        ports = await nursery.start(serve)
         _tune_gc()  # process-wide: the daemon's, never a test run's
+        nursery.start_soon(pace_young_collections)
         task_status.started(ports)
+
+
+async def pace_young_collections(every: float = 1.0) -> None:
+    """Collect the youngest generation every ``every`` seconds, whatever the allocations.
+
+    CPython runs a young collection when allocations outrun frees by the
+    threshold. Once the recent table is full they balance - each new entry
+    evicts an old one - so young collections stop, while every entry made
+    since the last one stays on the young list: measured, 300,000 tuples
+    after two minutes at 1,000 TPS. The next collection, whenever a burst
+    sets it off, walks them all at once (a 327 ms pause at exit). Paced,
+    each collection meets about a second of new entries, untracks them
+    (Txn.packed) and takes a few milliseconds.
+    """
+    while True:
+        await trio.sleep(every)
+        gc.collect(0)
 
 
 def setup_logging(level: str = "info", log_file: Path | None = None) -> None:
