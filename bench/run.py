@@ -348,11 +348,14 @@ def _growth(phase: Phase, fill: float) -> dict[str, Any]:
     # a moment later): the sample after the fill's is the base of the growth
     # the target is about.
     warm = int(fill // _SOAK_SAMPLE) + 1
-    if len(samples) < warm + 2:
-        return {"rss_growth_pct": None, "table_fill_s": fill}
-    base, first, last = samples[warm], samples[0], samples[-1]
+    if len(samples) < 2:
+        return {"rss_growth_pct": None, "rss_growth_with_fill_pct": None, "table_fill_s": fill}
+    first, last = samples[0], samples[-1]
+    after_fill = None
+    if len(samples) >= warm + 2:  # at least two samples after the fill
+        after_fill = round((last - samples[warm]) / samples[warm] * 100, 1)
     return {
-        "rss_growth_pct": round((last - base) / base * 100, 1),
+        "rss_growth_pct": after_fill,
         "rss_growth_with_fill_pct": round((last - first) / first * 100, 1),
         "table_fill_s": fill,
         "rss_samples_mib": [round(s / 1024, 1) for s in samples],
