@@ -13,11 +13,13 @@ flush the journal and return.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import gc
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -240,11 +242,34 @@ async def pace_young_collections(every: float = 1.0) -> None:
     after two minutes at 1,000 TPS. The next collection, whenever a burst
     sets it off, walks them all at once (a 327 ms pause at exit). Paced,
     each collection meets about a second of new entries, untracks them
-    (Txn.packed) and takes a few milliseconds.
+    (Txn.packed) and takes a few milliseconds. Once a minute it also gives
+    the C heap's free pages back (:func:`_malloc_trim`).
     """
+    trim = _malloc_trim()
+    trimmed = trio.current_time()
     while True:
         await trio.sleep(every)
         gc.collect(0)
+        if trim is not None and trio.current_time() - trimmed >= 60.0:
+            trim(0)  # about 1 ms on a 60 MiB heap
+            trimmed = trio.current_time()
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, where there is one: give the C heap's free pages back.
+
+    Past the recent table's fill, what still grew the switch's RSS was the C
+    heap: the table's index dicts rebuild their hash tables (~5 MiB each) as
+    entries come and go, and glibc keeps the freed ones as free heap
+    (measured with mallinfo2: free bytes 6 -> 14 MiB in two minutes while
+    Python's blocks and SQLite's memory stayed flat). Once a minute the
+    pacer hands them back; elsewhere (musl, macOS) this is a no-op.
+    """
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
 
 
 def setup_logging(level: str = "info", log_file: Path | None = None) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import gc
+import platform
 
+import pytest
 import trio
 import trio.testing
 
+from switch import server
 from switch.server import pace_young_collections
 
 
@@ -27,3 +30,20 @@ async def test_young_objects_are_collected_every_second_even_when_allocations_ba
         assert not any(gc.is_tracked(t) for t in kept)  # met by a collection, untracked
     finally:
         gc.enable()
+
+
+async def test_the_c_heap_is_trimmed_once_a_minute(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(server, "_malloc_trim", lambda: lambda pad: calls.append(pad) or 1)
+    with trio.move_on_after(125.5):
+        await server.pace_young_collections(every=1.0)
+    assert calls == [0, 0]
+
+
+def test_malloc_trim_is_found_on_glibc() -> None:
+    trim = server._malloc_trim()
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+    assert trim is not None and trim(0) in (0, 1)
