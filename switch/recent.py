@@ -109,7 +109,9 @@ class RecentTransactions(Generic[T]):
         bucket = self._by_stan.get(stan_key)
         if bucket is not None:
             self._by_stan[stan_key] = (
-                (item,) if bucket == (old,) else tuple(item if t is old else t for t in bucket)
+                (item,)
+                if len(bucket) == 1 and bucket[0] is old
+                else tuple(item if t is old else t for t in bucket)
             )
         for key in rrn_keys:
             if self._by_rrn.get(key) is old:
