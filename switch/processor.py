@@ -134,9 +134,9 @@ class Txn:
         self.card = None
         self.pan_enc = None  # the SAF copy was taken when a reversal was queued
         self.done.set()
-        # Finished transactions stay in `recent` for minutes (duplicates,
-        # reversals): share one set Event rather than keep three objects each
-        # for the garbage collector to walk. Waiters already parked were woken.
+        # `recent` keeps the packed form (Txn.packed), but a link may hold this
+        # Txn for its late-answer window: share one set Event rather than keep
+        # three objects each for the collector to walk. Waiters were woken.
         self.done = _ANSWERED
 
     def packed(self) -> Packed:
