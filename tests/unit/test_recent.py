@@ -1,10 +1,20 @@
 from __future__ import annotations
 
 import gc
+import math
+from typing import Any
 
-from switch.recent import RecentTransactions
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from switch.recent import RecentTransactions, duplicate_key
 
 REQ = {"t": "0100", "11": "000001", "41": "TERM0001", "7": "1123103000", "37": "R1"}
+
+
+def held(recent: RecentTransactions[Any], what: str = "entries") -> int:
+    """Entries (or keys of one index) held in memory, visible or not."""
+    return sum(len(getattr(s, what)) for s in [*recent._slices, *recent._dying])
 
 
 def test_same_request_again_is_a_duplicate_only_on_the_same_listener() -> None:
@@ -40,19 +50,26 @@ def test_a_switch_assigned_rrn_goes_with_its_entry() -> None:
         item = f"txn{i}"
         handle = recent.add("gw", {**no_rrn, "11": f"{i:06d}"}, item, now=i)
         recent.set_rrn(handle, "TERM0001", f"R{i}")
-    # Only the last 10 seconds remain, in every index (no RRN kept for a pruned entry).
+    # Only the last 10 seconds remain; the switch-assigned RRNs of older
+    # entries left with their slices (each slice spans 10/8 s: two entries).
     assert len(recent) == 10
     assert recent.by_rrn("TERM0001", "R89") is None
     assert recent.by_rrn("TERM0001", "R99") == "txn99"
-    assert len(recent._by_rrn) == len(recent._by_dup) == len(recent._by_stan) == 10
+    assert 10 <= held(recent, "by_rrn") <= 10 + 2
 
 
 def test_memory_is_bounded_by_the_limit() -> None:
     recent: RecentTransactions[str] = RecentTransactions(window=3600, limit=50)
     for i in range(1000):
         recent.add("gw", {**REQ, "11": f"{i:06d}", "37": f"R{i}"}, f"txn{i}", now=0)
-    assert len(recent) <= 50
-    assert len(recent._by_rrn) <= 50 and len(recent._by_dup) <= 50
+        # At most the limit and one slice (50 / 8 -> 7 entries) are held, and
+        # a dropped slice is released before the next one is dropped.
+        assert held(recent) <= 50 + 7
+        assert sum(len(s.entries) for s in recent._dying) <= 7
+    assert len(recent) == 50
+    assert recent.by_rrn("TERM0001", "R949") is None
+    assert recent.by_rrn("TERM0001", "R950") == "txn950"
+    assert held(recent, "by_rrn") <= 50 + 7 and held(recent, "by_dup") <= 50 + 7
 
 
 def test_pruning_an_old_entry_leaves_a_newer_one_under_the_same_key() -> None:
@@ -78,7 +95,8 @@ def test_a_replaced_item_stands_under_every_key_and_is_pruned_with_them() -> Non
     assert recent.by_stan("TERM0001", "000001") == []
     assert recent.by_rrn("TERM0001", "R1") is recent.by_rrn("TERM0001", "R9") is None
     recent.replace(handle, "gone")  # a pruned entry: nothing to replace
-    assert len(recent) == 1 and "gone" not in recent._by_dup.values()
+    assert len(recent) == 1
+    assert all(item != "gone" for s in recent._slices for _, item in s.entries)
 
 
 def test_replacing_leaves_a_key_a_newer_entry_took_over() -> None:
@@ -102,5 +120,77 @@ def test_an_entry_holding_only_strings_is_left_out_of_collections() -> None:
     handle = recent.add("gw", REQ, ["live", "object"], now=0)
     recent.replace(handle, ("txn1", "approved"))
     gc.collect(0)  # the first collection a new entry meets: a young one
-    assert not gc.is_tracked(recent._order[handle])
-    assert not gc.is_tracked(recent._by_stan[("TERM0001", "000001")])
+    newest = recent._slices[-1]
+    assert not gc.is_tracked(newest.entries[handle - newest.base])
+    assert not gc.is_tracked(newest.by_stan[("TERM0001", "000001")])
+
+
+class _Model:
+    """The table as its docstring states it: every entry kept, visibility computed."""
+
+    def __init__(self, window: float, limit: int) -> None:
+        self.window, self.limit = window, limit
+        self.entries: list[dict[str, Any]] = []
+        self.now = 0.0
+
+    def visible(self) -> list[dict[str, Any]]:
+        last = self.entries[-self.limit :]
+        return [e for e in last if e["born"] + self.window > self.now]
+
+    def newest(self, match: Any) -> str | None:
+        found = [e for e in self.entries if match(e)]
+        return found[-1]["item"] if found and found[-1] in self.visible() else None
+
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "add", "add", "set_rrn", "replace"]),
+        st.integers(0, 3),  # STAN (few: keys collide)
+        st.integers(0, 3),  # RRN
+        st.floats(0, 4),  # seconds since the previous add
+        st.integers(0, 40),  # which handle, for set_rrn / replace
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_ops, window=st.sampled_from([3.0, 10.0, 1e9]), limit=st.integers(1, 20))
+def test_lookups_match_the_stated_semantics_across_slices(
+    ops: list[tuple[str, int, int, float, int]], window: float, limit: int
+) -> None:
+    recent: RecentTransactions[str] = RecentTransactions(window=window, limit=limit, slices=4)
+    model = _Model(window, limit)
+    for n, (op, stan, rrn, gap, which) in enumerate(ops):
+        if op == "add" or not model.entries:
+            model.now += gap
+            req = {**REQ, "11": f"{stan:06d}", "37": f"R{rrn}"}
+            handle = recent.add("gw", req, f"txn{n}", now=model.now)
+            assert handle == len(model.entries)
+            model.entries.append(
+                {"born": model.now, "item": f"txn{n}", "req": req, "rrns": {f"R{rrn}"}}
+            )
+        elif op == "set_rrn":
+            handle = which % len(model.entries)
+            recent.set_rrn(handle, "TERM0001", f"S{rrn}")
+            if model.entries[handle] in model.visible():
+                model.entries[handle]["rrns"].add(f"S{rrn}")
+        else:
+            handle = which % len(model.entries)
+            recent.replace(handle, f"done{n}")
+            if model.entries[handle] in model.visible():
+                model.entries[handle]["item"] = f"done{n}"
+        assert len(recent) == len(model.visible())
+        for s in range(4):
+            req = {**REQ, "11": f"{s:06d}"}
+            assert recent.duplicate_of("gw", req) == model.newest(
+                lambda e, req=req: duplicate_key("gw", e["req"]) == duplicate_key("gw", req)
+            )
+            assert recent.by_stan("TERM0001", f"{s:06d}") == [
+                e["item"] for e in model.visible() if e["req"]["11"] == f"{s:06d}"
+            ]
+        for key in [f"R{r}" for r in range(4)] + [f"S{r}" for r in range(4)]:
+            assert recent.by_rrn("TERM0001", key) == model.newest(
+                lambda e, key=key: key in e["rrns"]
+            )
+        assert held(recent) <= limit + math.ceil(limit / 4) + 1
