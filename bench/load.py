@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -88,6 +89,8 @@ class LoadResult:
     tps: float = 0.0
     latency_ms: dict[str, float | None] = field(default_factory=dict)
     driver_cpu_s: float = 0.0
+    # ms of each second the driver's event loop was runnable but had no core
+    driver_runq_wait_ms_per_s: float | None = None
     samples_ms: list[float] | None = None
 
     @property
@@ -348,6 +351,7 @@ class _Driver:
             )
             conns.append(conn)
         cpu0 = _cpu_seconds()
+        wait0, wall0 = runq_wait_s(), time.perf_counter()
         async with trio.open_nursery() as nursery:
             for conn in conns:
                 nursery.start_soon(self._reader, conn)
@@ -372,6 +376,9 @@ class _Driver:
             self.result.timeouts += len(conn.waiting)
             await conn.stream.aclose()
         self.result.driver_cpu_s = round(_cpu_seconds() - cpu0, 3)
+        self.result.driver_runq_wait_ms_per_s = runq_wait_ms_per_s(
+            wait0, runq_wait_s(), time.perf_counter() - wall0
+        )
         self._summarise()
         return self.result
 
@@ -395,6 +402,28 @@ class _Driver:
 def _trio_time(perf: float) -> float:
     """A ``time.perf_counter`` instant on trio's clock."""
     return trio.current_time() + (perf - time.perf_counter())
+
+
+def runq_wait_s(pid: int | str = "self", proc: Path = Path("/proc")) -> float | None:
+    """Seconds the main thread of ``pid`` has been runnable but waiting for a core.
+
+    The kernel's scheduler account (``/proc/<pid>/schedstat``, second field,
+    nanoseconds): for an event loop, time it was due to run and did not, which
+    open-loop latency counts in full. None where there is no such account.
+    The main thread alone: it runs the event loop, and its account never
+    vanishes with a thread that ended mid-phase.
+    """
+    try:
+        return int((proc / str(pid) / "schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def runq_wait_ms_per_s(start: float | None, end: float | None, wall_s: float) -> float | None:
+    """Run-queue wait between two :func:`runq_wait_s` readings, per second of ``wall_s``."""
+    if start is None or end is None or wall_s <= 0:
+        return None
+    return round((end - start) / wall_s * 1000, 1)
 
 
 def _cpu_seconds() -> float:

@@ -69,10 +69,16 @@ def render(result: dict[str, Any]) -> str:
                     target,
                     " / ".join(_num(lat[k], 2) for k in ("p50", "p95", "p99", "max")),
                     _num(p["cpu_us_per_txn"]),
+                    f"{_num(p.get('target_runq_wait_ms_per_s'))}"
+                    f" / {_num(p.get('driver_runq_wait_ms_per_s'))}",
                     f"{p['errors']}/{p['timeouts']}",
                 ]
             )
-    lines += _table(["rate", "target", "latency", "CPU us/txn", "err/t-out"], rows)
+    lines += _table(["rate", "target", "latency", "CPU us/txn", "no core ms/s", "err/t-out"], rows)
+    lines += [
+        "  no core: ms of each second the target's / the driver's event loop was"
+        " runnable but waited for a CPU (co-located processes contending)"
+    ]
     lines += ["", "switch relative to the baselines (TPS: higher is better; CPU, p99: lower)"]
     rows = []
     for base in ("issuer", "relay"):

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.load import runq_wait_ms_per_s, runq_wait_s
 from bench.procs import PYTHON, Network, cpu_seconds, python_env, rss_kib
 from switch.config import SwitchSettings
 
@@ -105,6 +106,7 @@ class Phase:
     rss_kib_end: int
     rss_kib_peak: int
     rss_samples_kib: list[int] = field(default_factory=list)
+    runq_wait_ms_per_s: float | None = None  # the target's event loop (load.runq_wait_s)
 
     @property
     def cpu_us_per_txn(self) -> float | None:
@@ -117,6 +119,7 @@ class Phase:
             **self.load,
             "target_cpu_s": round(self.cpu_s, 3),
             "cpu_us_per_txn": self.cpu_us_per_txn,
+            "target_runq_wait_ms_per_s": self.runq_wait_ms_per_s,
             "rss_mib": {
                 "start": round(self.rss_kib_start / 1024, 1),
                 "end": round(self.rss_kib_end / 1024, 1),
@@ -172,6 +175,7 @@ class _Runner:
         ]
         pid = self.net.pid("baseline" if target == "issuer" else target)
         cpu0 = cpu_seconds(pid)
+        wait0, wall0 = runq_wait_s(pid), time.perf_counter()
         rss_start = rss_kib(pid)[0]
         samples: list[int] = []
         proc = subprocess.Popen(
@@ -184,6 +188,7 @@ class _Runner:
         out, err = proc.communicate(timeout=duration + opts.warmup + 120)
         sampler.join()
         cpu1 = cpu_seconds(pid)
+        wait = runq_wait_ms_per_s(wait0, runq_wait_s(pid), time.perf_counter() - wall0)
         rss_end, rss_peak = rss_kib(pid)
         if proc.returncode != 0:
             raise RuntimeError(f"load driver failed ({proc.returncode}): {err.decode()[-2000:]}")
@@ -195,6 +200,7 @@ class _Runner:
             rss_kib_end=rss_end,
             rss_kib_peak=rss_peak,
             rss_samples_kib=samples,
+            runq_wait_ms_per_s=wait,
         )
 
 

@@ -58,6 +58,8 @@ def test_quick_bench_is_a_valid_run_with_every_number_reported(tmp_path: Path) -
         assert set(phase["latency_ms"]) == {"p50", "p95", "p99", "max"}
         assert phase["cpu_us_per_txn"] is not None
         assert phase["rss_mib"]["peak"] > 0
+        for waited in (phase["target_runq_wait_ms_per_s"], phase["driver_runq_wait_ms_per_s"]):
+            assert waited is None or 0 <= waited <= 1000  # None without schedstat
     for base in ("vs_issuer", "vs_relay"):
         assert set(result["ratios"][base]) == {"closed_loop_tps", "cpu_us_per_txn", "p99_by_rate"}
     assert result["journal"]["transactions"] >= result["closed"]["switch"]["answered"]
