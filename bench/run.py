@@ -38,6 +38,7 @@ from typing import Any
 from bench.load import runq_wait_ms_per_s, runq_wait_s
 from bench.procs import PYTHON, Network, cpu_seconds, python_env, rss_kib
 from switch.config import SwitchSettings
+from switch.recent import SLICES
 
 __all__ = ["BenchOptions", "machine", "run_bench"]
 
@@ -340,11 +341,13 @@ def _table_fill_seconds(rate: float) -> float:
     The table keeps the last ``recent_window`` seconds of transactions for
     duplicate and reversal matching, at most ``recent_limit`` of them (the
     generated config leaves both at their defaults): memory the switch is
-    meant to take, once, then keep flat. The soak runs this long first, so
-    its growth figure shows what keeps growing after that, as a leak would.
+    meant to take, once, then keep flat. It holds up to one slice more than
+    it finds (``switch.recent.SLICES``), so its memory is full that much
+    later. The soak runs this long first, so its growth figure shows what
+    keeps growing after that, as a leak would.
     """
     defaults = SwitchSettings()
-    fill = min(defaults.recent_window, defaults.recent_limit / rate)
+    fill = min(defaults.recent_window, defaults.recent_limit / rate) * (1 + 1 / SLICES)
     return math.ceil(fill / _SOAK_SAMPLE) * _SOAK_SAMPLE
 
 

@@ -53,7 +53,7 @@ def _bench_modules() -> tuple[Any, Any]:
     "--soak",
     type=click.FloatRange(min=5),
     help="Add an open-loop run at 1000 TPS sampling the switch's RSS: this many seconds"
-    " after the recent-transactions table is full (50 s more).",
+    " after the recent-transactions table is full (60 s more).",
 )
 @click.option(
     "--workdir",

@@ -18,7 +18,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
-__all__ = ["RecentTransactions", "duplicate_key"]
+__all__ = ["SLICES", "RecentTransactions", "duplicate_key"]
+
+SLICES = 8  # slices a table is cut into: it holds up to 1/SLICES more than it finds
 
 T = TypeVar("T")
 
@@ -101,7 +103,7 @@ class RecentTransactions(Generic[T]):
 
     _RELEASE = 8  # entries (and keys) of a dropped slice released per add
 
-    def __init__(self, window: float = 300.0, limit: int = 50_000, slices: int = 8) -> None:
+    def __init__(self, window: float = 300.0, limit: int = 50_000, slices: int = SLICES) -> None:
         self.window = window
         self.limit = limit
         self._slice_size = max(1, math.ceil(limit / slices))
