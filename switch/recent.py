@@ -81,9 +81,11 @@ class RecentTransactions(Generic[T]):
     What a lookup sees is exact all the same: an entry is visible while it
     is among the last ``limit`` added and younger than ``window`` at the
     latest ``add``. A slice leaves once none of its entries is visible, so
-    memory holds at most ``limit`` plus one slice of entries. A dropped
-    slice is released a few entries per ``add``, not all at once: freeing
-    thousands of transactions in one go is a pause of milliseconds.
+    the slices in use hold at most ``limit`` plus one slice of entries. A
+    dropped slice is released ``_RELEASE`` entries per ``add``, not all at
+    once (freeing thousands of transactions in one go is a pause of
+    milliseconds), so while it goes memory holds up to one slice more: it is
+    gone long before the next one is dropped.
 
     Entries and buckets are flat tuples: once its item is a flat tuple of
     strings too, the collector untracks all of an entry at its first

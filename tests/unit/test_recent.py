@@ -72,6 +72,27 @@ def test_memory_is_bounded_by_the_limit() -> None:
     assert held(recent, "by_rrn") <= 50 + 7 and held(recent, "by_dup") <= 50 + 7
 
 
+def test_a_dropped_slice_is_released_a_few_entries_at_a_time() -> None:
+    # Slices of 100: a dropped one takes 13 adds to release (8 per add), and
+    # is gone long before the next is dropped 100 adds later.
+    recent: RecentTransactions[str] = RecentTransactions(window=3600, limit=400, slices=4)
+    released_over = []
+    for i in range(2_000):
+        recent.add("gw", {**REQ, "11": f"{i:06d}", "37": f"R{i}"}, f"txn{i}", now=0)
+        in_use = sum(len(s.entries) for s in recent._slices)
+        assert in_use <= 400 + 100 - 1
+        assert len(recent._dying) <= 1
+        if recent._dying:
+            released_over.append(i)
+        assert held(recent) <= 400 + 2 * 100
+    # The first slice (handles 0-99) leaves when the 500th add puts it out of
+    # reach, and is still being released for 12 adds (8 of its 100 per add).
+    assert released_over[:13] == [*range(499, 511), 599]
+    # 16 drops (adds 499, 599, ... 1999); the last had one add to go.
+    assert len(released_over) == 15 * 12 + 1
+    assert len(recent) == 400
+
+
 def test_pruning_an_old_entry_leaves_a_newer_one_under_the_same_key() -> None:
     recent: RecentTransactions[str] = RecentTransactions(window=10)
     recent.add("gw", REQ, "first", now=0)
