@@ -258,12 +258,13 @@ async def pace_young_collections(every: float = 1.0) -> None:
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim``, where there is one: give the C heap's free pages back.
 
-    Past the recent table's fill, what still grew the switch's RSS was the C
-    heap: the table's index dicts rebuild their hash tables (~5 MiB each) as
-    entries come and go, and glibc keeps the freed ones as free heap
-    (measured with mallinfo2: free bytes 6 -> 14 MiB in two minutes while
-    Python's blocks and SQLite's memory stayed flat). Once a minute the
-    pacer hands them back; elsewhere (musl, macOS) this is a no-op.
+    glibc keeps what the process frees as free heap rather than return it.
+    Measured when the recent table still rebuilt its index dicts (~5 MiB
+    each) as entries came and went: free bytes 6 -> 14 MiB in two minutes
+    while Python's blocks and SQLite's memory stayed flat. The sliced table
+    (switch.recent) no longer rebuilds them; what other large blocks are
+    freed (a dropped slice's dicts among them) the pacer still hands back
+    once a minute, at about 1 ms. Elsewhere (musl, macOS) this is a no-op.
     """
     try:
         trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim

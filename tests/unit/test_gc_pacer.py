@@ -36,7 +36,12 @@ async def test_the_c_heap_is_trimmed_once_a_minute(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(server, "_malloc_trim", lambda: lambda pad: calls.append(pad) or 1)
+
+    def trim(pad: int) -> int:
+        calls.append(pad)
+        return 1
+
+    monkeypatch.setattr(server, "_malloc_trim", lambda: trim)
     with trio.move_on_after(125.5):
         await server.pace_young_collections(every=1.0)
     assert calls == [0, 0]
