@@ -27,6 +27,9 @@ is verified (a bad or missing one is answered 63 and never decided) and every
 answer is signed; with a ``pin_key`` F52 is verified against the card's PIN
 (55 when wrong). The 3-D Secure CAVV of enrolled cards is always checked
 (05 when invalid or absent). With ``tls_cert`` the port speaks TLS only.
+
+The ledger commits on the event loop; its WAL is checkpointed on a thread
+(:meth:`Issuer.checkpoints`), never inside a commit (:mod:`switch.walcheckpoint`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import contextlib
 import datetime as dt
 import logging
 import random
+import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -85,6 +89,10 @@ class Reply:
     plan: faults.FaultPlan = field(default_factory=faults.FaultPlan)
 
 
+# The ledger's WAL is checkpointed every _CHECKPOINT_COMMITS commits (a few
+# pages each) and started over once it holds _RESTART_FRAMES 4 KiB frames.
+_CHECKPOINT_COMMITS = 200
+_RESTART_FRAMES = 4_000
 _LEDGERED = ("01", "02", "04")  # MTI classes the ledger keeps a row for
 
 
@@ -120,6 +128,8 @@ class Issuer:
         self.ledger = Ledger.open(config.ledger, vault, self.cards)
         self.answered: Counter[str] = Counter()
         self._flush_wanted = trio.Event()
+        self._checkpoint_wanted = trio.Event()
+        self._checkpointed_at = 0  # ledger.commits at the last checkpoint asked for
 
     def close(self) -> None:
         self.ledger.close()
@@ -338,6 +348,20 @@ class Issuer:
             await self._flush_wanted.wait()
             self._flush_wanted = trio.Event()
             self.ledger.flush()
+            if self.ledger.commits - self._checkpointed_at >= _CHECKPOINT_COMMITS:
+                self._checkpointed_at = self.ledger.commits
+                self._checkpoint_wanted.set()
+
+    async def checkpoints(self) -> None:
+        """Checkpoint the ledger's WAL on a thread, asked for by the flusher."""
+        self.ledger.manual_checkpoints()
+        while True:
+            await self._checkpoint_wanted.wait()
+            self._checkpoint_wanted = trio.Event()
+            try:
+                await trio.to_thread.run_sync(self.ledger.checkpoint, _RESTART_FRAMES)
+            except sqlite3.Error as exc:  # the WAL only grows until the next one succeeds
+                log.warning("%s: ledger checkpoint failed: %s", self.network, exc)
 
 
 def _peer(stream: trio.abc.Stream) -> str:
@@ -380,6 +404,7 @@ async def serve(
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(issuer.flush_answer_times)
+            nursery.start_soon(issuer.checkpoints)
             await nursery.start(trio.serve_listeners, issuer.serve_connection, listeners)
             task_status.started(port)
     finally:

@@ -60,6 +60,7 @@ from switch.messages import (
     original_mti,
 )
 from switch.vault import Vault
+from switch.walcheckpoint import WalCheckpointer, manual_checkpoints
 
 __all__ = ["Ledger", "iso_utc"]
 
@@ -70,7 +71,7 @@ def iso_utc(when: dt.datetime) -> str:
 
 
 class Ledger:
-    __slots__ = ("_batch", "_unflushed", "db", "path", "vault")
+    __slots__ = ("_batch", "_checkpointer", "_unflushed", "commits", "db", "path", "vault")
 
     def __init__(self, db: sqlite_utils.Database, vault: Vault, path: Path | None) -> None:
         self.db = db
@@ -78,6 +79,8 @@ class Ledger:
         self.path = path
         self._batch = False
         self._unflushed: list[tuple[str, int]] = []  # (answer_time, row id) not written yet
+        self._checkpointer = WalCheckpointer(path) if path is not None else None
+        self.commits = 0  # COMMITs so far: how a server knows when to checkpoint
 
     @classmethod
     def open(cls, path: Path, vault: Vault, cards: CardBook | None = None) -> Ledger:
@@ -99,7 +102,20 @@ class Ledger:
 
     def close(self) -> None:
         self.flush()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self.db.conn.close()
+
+    def manual_checkpoints(self) -> None:
+        """Commits stop checkpointing the WAL: a server calls :meth:`checkpoint`
+        from a thread instead (why: :mod:`switch.walcheckpoint`)."""
+        manual_checkpoints(self.db.conn)
+
+    def checkpoint(self, restart_frames: int) -> int:
+        """Checkpoint the WAL on a connection of its own (any one thread); its frames."""
+        if self._checkpointer is None:
+            return 0
+        return self._checkpointer.checkpoint(restart_frames)
 
     def _create(self) -> None:
         self.db.table("cards").create(
@@ -184,6 +200,7 @@ class Ledger:
         finally:
             self._batch = False
         conn.execute("COMMIT")
+        self.commits += 1
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -205,6 +222,7 @@ class Ledger:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        self.commits += 1
 
     # -- reads -----------------------------------------------------------------------
 

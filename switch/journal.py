@@ -115,6 +115,7 @@ import trio
 
 from switch.cards import luhn_valid
 from switch.errors import JournalError
+from switch.walcheckpoint import WalCheckpointer, manual_checkpoints
 
 __all__ = [
     "LEG_KINDS",
@@ -324,7 +325,7 @@ class Journal:
         self.path = path
         self._writer = writer
         self._waits = True  # the writer connection's busy_timeout is 5000 ms (else 0)
-        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpointer = WalCheckpointer(path)
         # Write-ahead runs whose upsert waits for the transaction's next legs,
         # by txn id, in the order held (module docstring).
         self._held: dict[str, list[Leg]] = {}
@@ -347,47 +348,23 @@ class Journal:
         return cls(db, writer, p)
 
     def close(self) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.close()
+        self._checkpointer.close()
         self._writer.close()
         self.db.conn.close()
 
     def manual_checkpoints(self) -> None:
         """The writer connection stops checkpointing the WAL on commit: call
-        :meth:`checkpoint` instead, from a thread that may block.
-
-        SQLite runs an automatic checkpoint inside the commit that crosses
-        1,000 WAL pages - copying and fsyncing megabytes - and a writer that
-        commits on the event loop (``write_now``) must never pay that there.
-        """
-        self._writer.execute("pragma wal_autocheckpoint = 0")
+        :meth:`checkpoint` instead, from a thread that may block (why:
+        :mod:`switch.walcheckpoint`)."""
+        manual_checkpoints(self._writer)
 
     def checkpoint(self, restart_frames: int = 0) -> None:
         """Copy the WAL back into the database; start it over once it holds
-        ``restart_frames`` frames (0: every time).
-
-        On a connection of its own, from a thread that may block. First a
-        PASSIVE checkpoint: it copies without the write lock, so commits go
-        on meanwhile. But a PASSIVE checkpoint racing a writer that commits a
-        thousand times a second never catches up, and SQLite only restarts
-        the WAL after one that did: measured, the WAL grew to 1.7 GB in 60 s
-        at 1,000 TPS. So once the WAL is long, a RESTART follows: it holds
-        the write lock (``write_now`` finds it busy and the writer's thread
-        waits) while it copies what the PASSIVE one did not - only the frames
-        committed during it - and the next commit writes from the WAL's
-        start. RESTART alone held the lock for all of each copy: about 11 ms,
-        four times a second, every commit waiting (5% of the time at
-        1,000 TPS). Readers of an older snapshot are waited for 200 ms at
-        most, then the checkpoint ends partial and the next one tries again.
-        """
-        if self._checkpointer is None:
-            self._checkpointer = _connect(self.path)
-            self._checkpointer.execute("pragma busy_timeout = 200")
-        conn = self._checkpointer
+        ``restart_frames`` frames (0: every time). From a thread that may
+        block; a RESTART holds the write lock, so ``write_now`` finds it busy
+        and the writer's thread waits (:mod:`switch.walcheckpoint`)."""
         try:
-            _, frames, _ = conn.execute("pragma wal_checkpoint(PASSIVE)").fetchone()
-            if frames >= restart_frames:
-                conn.execute("pragma wal_checkpoint(RESTART)").fetchall()
+            self._checkpointer.checkpoint(restart_frames)
         except sqlite3.Error as exc:
             raise JournalError(f"journal checkpoint failed: {exc}") from exc
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -426,6 +427,31 @@ async def test_unreadable_garbage_closes_only_that_connection(tmp_path: Path) ->
             assert await huge.receive_some(100) == b""
             answer = await good.request(request("visa", "4111111111111111"))
             assert answer is not None and answer["39"] == "00"
+
+
+async def test_a_busy_simulator_checkpoints_its_ledger_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    # Commits never checkpoint (manual_checkpoints); the server's own task
+    # does, on a thread, every 200 commits, and starts the WAL over only past
+    # 4,000 frames. A commit's checkpoint would have started it over at 1,000.
+    database = tmp_path / "sim-visa.db"
+    with trio.fail_after(20):
+        async with simulator(tmp_path) as sim:
+            client = await sim.client()
+            before = database.stat().st_size
+            for _ in range(250):  # a COMMIT to decide and one for the answer time each
+                answer = await client.request(request("visa", "4111111111111111", 1))
+                assert answer is not None and answer["39"] == "00"
+            while database.stat().st_size <= before:  # pages copied back: a checkpoint ran
+                await trio.sleep(0.01)  # on the checkpoint's thread: no event to wait on
+            reader = sqlite3.connect(database)
+            try:
+                _, frames, _ = reader.execute("pragma wal_checkpoint(PASSIVE)").fetchone()
+                assert frames > 1_500  # about 4 frames a commit, never started over
+                assert reader.execute("select count(*) from transactions").fetchone()[0] == 250
+            finally:
+                reader.close()
 
 
 async def test_ledger_db_holds_no_clear_test_pan(tmp_path: Path) -> None:

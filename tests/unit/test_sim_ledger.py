@@ -221,3 +221,21 @@ def test_answer_times_are_written_in_groups_and_seen_by_readers(
         assert again.row(ids[0])["answer_time"] == iso_utc(at(2))
     finally:
         again.close()
+
+
+def test_with_manual_checkpoints_only_checkpoint_starts_the_wal_over(visa: Issuer) -> None:
+    # SQLite checkpoints inside the commit that crosses 1,000 WAL frames
+    # (copying and fsyncing on the simulator's event loop). With manual
+    # checkpoints the WAL keeps every frame until checkpoint() - on a
+    # connection of its own - starts it over.
+    ledger = visa.ledger
+    ledger.manual_checkpoints()
+    commits = ledger.commits
+    for n in range(400):
+        assert visa.on_request(req(f"{n + 1:06d}", amount=1), at(0)) is not None
+    assert ledger.commits == commits + 400
+    assert ledger.checkpoint(restart_frames=0) > 1_000  # no commit checkpointed
+    for n in range(400, 450):
+        assert visa.on_request(req(f"{n + 1:06d}", amount=1), at(0)) is not None
+    assert ledger.checkpoint(restart_frames=1_000_000) < 1_000  # written from the start
+    assert len(ledger.rows()) == 450
