@@ -28,6 +28,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import resource
 import sys
 import time
@@ -456,12 +457,28 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cards", type=int, default=defaults.cards)
     parser.add_argument("--amount", type=int, default=defaults.amount)
     parser.add_argument("--samples", action="store_true", help="include every latency sample")
+    parser.add_argument(
+        "--cpus", type=_cpu_list, help="run on these CPUs only, e.g. 1 or 1,2 (switch bench --pin)"
+    )
     return parser
+
+
+def _cpu_list(text: str) -> set[int]:
+    try:
+        cpus = {int(part) for part in text.split(",") if part.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CPU numbers like 1,2, got {text!r}") from None
+    if not cpus or min(cpus) < 0:
+        raise argparse.ArgumentTypeError(f"expected CPU numbers like 1,2, got {text!r}")
+    return cpus
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m bench.load --port P [...]``: prints one JSON object."""
     args = vars(_parser().parse_args(argv))
+    cpus = args.pop("cpus")
+    if cpus is not None:  # before trio starts a thread: they inherit it
+        os.sched_setaffinity(0, cpus)
     spec = LoadSpec(**args)
     if spec.mode == "closed" and spec.inflight < spec.connections:
         spec = LoadSpec(**{**args, "inflight": spec.connections})

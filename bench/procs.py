@@ -10,6 +10,12 @@ otherwise (journal on, write-ahead on, info logging).
 CPU and memory come from the kernel's own accounting of each process
 (``/proc/<pid>/stat`` utime+stime, which includes the journal's writer
 thread; ``/proc/<pid>/status`` VmRSS/VmHWM), never from inside the process.
+
+Pinning (``switch bench --pin``): the phase's target gets the first CPU to
+itself and every other process - far-side simulators, driver, idle targets -
+the rest, so the target's latency no longer includes waiting for a core the
+others hold. :func:`plan_pins` decides (pure), :func:`pin` applies it to
+every thread of a process (threads it starts later inherit it).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from bench.load import bench_pans
 from switch import launch
 from switch.admin import AdminError, call
 
-__all__ = ["Network", "cpu_seconds", "rss_kib"]
+__all__ = ["Network", "cpu_seconds", "pin", "plan_pins", "rss_kib"]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 SIM_NETWORKS = {
@@ -103,6 +109,27 @@ def rss_kib(pid: int) -> tuple[int, int]:
             if key in ("VmRSS", "VmHWM"):
                 values[key] = int(rest.split()[0])
     return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+
+def plan_pins(
+    target: str, names: list[str], cpus: set[int]
+) -> tuple[dict[str, set[int]], set[int]]:
+    """CPUs for each process of ``names`` and for the load driver: the lowest of
+    ``cpus`` for ``target`` alone, the others for everything else."""
+    if len(cpus) < 2:
+        raise RuntimeError(f"pinning needs at least 2 CPUs, this process may use {len(cpus)}")
+    own = {min(cpus)}
+    rest = cpus - own
+    return {name: set(own if name == target else rest) for name in names}, rest
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Let every thread of ``pid`` run on ``cpus`` only."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
 
 
 @dataclass(slots=True)
@@ -221,6 +248,14 @@ class Network:
 
     def pid(self, name: str) -> int:
         return self.processes[name].popen.pid
+
+    def pin_for(self, target: str) -> set[int]:
+        """Give ``target``'s process a CPU of its own (:func:`plan_pins`); the
+        CPUs left for the load driver."""
+        plan, rest = plan_pins(target, list(self.processes), os.sched_getaffinity(0))
+        for name, cpus in plan.items():
+            pin(self.pid(name), cpus)
+        return rest
 
     def stop(self) -> dict[str, int]:
         """SIGTERM each process (switch first: it flushes its journal); exit codes."""

@@ -36,6 +36,11 @@ def render(result: dict[str, Any]) -> str:
         " driver, target and simulator co-located on loopback",
         f"{o['connections']} connections; closed loop {o['inflight']} in flight;"
         f" {o['duration_s']:g} s per phase after {o['warmup_s']:g} s warm-up",
+        *(
+            ["pinned: each phase's target on a CPU of its own, everything else on the others"]
+            if o.get("pin")
+            else []
+        ),
         "",
         "closed loop (maximum throughput)",
     ]

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import runq_wait_ms_per_s, runq_wait_s
-from bench.procs import PYTHON, Network, cpu_seconds, python_env, rss_kib
+from bench.procs import PYTHON, Network, cpu_seconds, plan_pins, python_env, rss_kib
 from switch.config import SwitchSettings
 from switch.recent import SLICES
 
@@ -64,6 +64,7 @@ class BenchOptions:
     soak: float | None = None
     soak_rate: float = 1000.0
     workdir: Path | None = None
+    pin: bool = False  # each phase's target on a CPU of its own (bench.procs.plan_pins)
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchOptions:
@@ -174,7 +175,11 @@ class _Runner:
             "--warmup",
             str(opts.warmup),
         ]
-        pid = self.net.pid("baseline" if target == "issuer" else target)
+        process = "baseline" if target == "issuer" else target
+        if opts.pin:
+            driver_cpus = self.net.pin_for(process)
+            args += ["--cpus", ",".join(str(cpu) for cpu in sorted(driver_cpus))]
+        pid = self.net.pid(process)
         cpu0 = cpu_seconds(pid)
         wait0, wall0 = runq_wait_s(pid), time.perf_counter()
         rss_start = rss_kib(pid)[0]
@@ -218,6 +223,8 @@ def run_bench(
     options: BenchOptions, progress: Callable[[str], None] = lambda text: None
 ) -> dict[str, Any]:
     """Start everything, run every phase, stop everything; the result as plain data."""
+    if options.pin:  # fail before starting anything on a 1-CPU machine
+        plan_pins("switch", [], os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory(prefix="switch-bench-") as tmp:
         workdir = options.workdir or Path(tmp)
         max_conn = max((*options.curve_connections, options.connections)) + 10
@@ -263,6 +270,7 @@ def _run_phases(
             "connections": options.connections,
             "inflight": options.inflight,
             "rates": list(options.rates),
+            "pin": options.pin,
         },
         "closed": {t: p.to_dict() for t, p in closed.items()},
         "open": {r: {t: p.to_dict() for t, p in by.items()} for r, by in opened.items()},

@@ -56,6 +56,12 @@ def _bench_modules() -> tuple[Any, Any]:
     " after the recent-transactions table is full (60 s more).",
 )
 @click.option(
+    "--pin",
+    is_flag=True,
+    help="Give each phase's target a CPU of its own, the driver and simulators the"
+    " others (needs 2 CPUs): its latency without waiting for a core.",
+)
+@click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep the generated config, logs, journal and ledgers here.",
@@ -69,6 +75,7 @@ def bench(
     quick: bool,
     curves: bool,
     soak: float | None,
+    pin: bool,
     workdir: Path | None,
     as_json: bool,
 ) -> None:
@@ -86,6 +93,7 @@ def bench(
         switch bench --quick --json
         switch bench --rate 1000 --duration 30 --connections 100 --inflight 256
         switch bench --curves --soak 300
+        switch bench --pin --rate 1000
     """
     run_mod, report_mod = _bench_modules()
     overrides: dict[str, Any] = {
@@ -97,6 +105,7 @@ def bench(
             ("inflight", inflight),
             ("curves", curves),
             ("soak", soak),
+            ("pin", pin or None),
             ("workdir", workdir),
         )
         if value is not None
