@@ -2,11 +2,13 @@
 
 SQLite runs an automatic checkpoint inside the commit that crosses 1,000 WAL
 pages: it copies megabytes back into the database and fsyncs, there and
-then. A writer that commits on an event loop (the journal's ``write_now``, a
-simulator's ledger) must never pay that inside a commit - measured on a
-simulator at 1,000 TPS, those in-commit checkpoints alone put its p99 at
-8-11 ms against 3.2 ms without them. Such a writer turns them off
-(:func:`manual_checkpoints`) and a thread calls :meth:`WalCheckpointer.checkpoint`.
+then, for as long as the disk takes to sync. A writer that commits on an
+event loop (the journal's ``write_now``, a simulator's ledger) must never
+pay that inside a commit: in a simulator at 1,000 TPS those commits took
+5.3 ms (median of 100 in 14 s) while the disk synced slowly, ~0.6 ms while
+it did not, and every request behind one waited as long. Such a writer
+turns them off (:func:`manual_checkpoints`) and a thread calls
+:meth:`WalCheckpointer.checkpoint`.
 
 Why PASSIVE then RESTART: a PASSIVE checkpoint copies without the write
 lock, so commits go on meanwhile, but one racing a writer that commits a
