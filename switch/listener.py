@@ -109,18 +109,21 @@ class Listener:
         try:
             async with trio.open_nursery() as nursery:
                 try:
-                    while True:
-                        with trio.move_on_after(self.config.idle_timeout) as idle:
+                    # One scope for the connection, its deadline pushed on by
+                    # each read (not a scope per read); it cancels only the
+                    # read: requests run in the nursery, outside it.
+                    with trio.CancelScope() as idle:
+                        while True:
+                            idle.deadline = trio.current_time() + self.config.idle_timeout
                             data = await stream.receive_some(65536)
-                        if idle.cancelled_caught:
-                            reason = f"idle for {self.config.idle_timeout:.0f}s"
-                            break
-                        if not data:
-                            break
-                        for frame in decoder.feed(bytes(data)):
-                            nursery.start_soon(
-                                self._process, frame, outbox, nursery.cancel_scope, peer
-                            )
+                            if not data:
+                                break
+                            for frame in decoder.feed(bytes(data)):
+                                nursery.start_soon(
+                                    self._process, frame, outbox, nursery.cancel_scope, peer
+                                )
+                    if idle.cancelled_caught:
+                        reason = f"idle for {self.config.idle_timeout:.0f}s"
                 except FramingError as exc:
                     reason = f"framing error: {exc}"
                     self.closed_for_errors += 1

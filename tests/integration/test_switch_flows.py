@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -249,6 +250,29 @@ async def test_malformed_frame_gets_30_and_garbage_closes_only_that_connection(
             good = await client.request(build_request(pan="4111111111111111", amount=100))
             assert good is not None and good["39"] == "00"
             assert codec.decode(codec.encode(good, spec), spec) == good
+
+
+async def test_an_idle_acquirer_connection_is_closed_and_a_busy_one_is_not(
+    tmp_path: Path,
+) -> None:
+    def short_idle(raw: dict[str, Any]) -> None:
+        raw["listeners"][0]["idle_timeout"] = 1.0
+
+    with trio.fail_after(20):
+        async with network(tmp_path, tweak=short_idle) as net:
+            quiet = await net.client()
+            busy = await net.client()
+            start = trio.current_time()
+            for _ in range(15):  # a request every ~0.1 s for 1.5 s: never idle for 1 s
+                answer = await busy.request(build_request(pan="4111111111111111", amount=1))
+                assert answer is not None and answer["39"] == "00"
+                await trio.sleep(0.1)
+            with trio.fail_after(5):
+                await quiet.closed.wait()
+            assert trio.current_time() - start >= 1.0
+            assert not busy.closed.is_set()
+            answer = await busy.request(build_request(pan="4111111111111111", amount=1))
+            assert answer is not None and answer["39"] == "00"
 
 
 @pytest.mark.parametrize(
