@@ -448,7 +448,8 @@ async def test_a_busy_simulator_checkpoints_its_ledger_off_the_event_loop(
             reader = sqlite3.connect(database)
             try:
                 _, frames, _ = reader.execute("pragma wal_checkpoint(PASSIVE)").fetchone()
-                assert frames > 1_500  # about 4 frames a commit, never started over
+                # ~1,800 here; a commit's checkpoint restarts at 1,000 (+ one commit)
+                assert frames > 1_100
                 assert reader.execute("select count(*) from transactions").fetchone()[0] == 250
             finally:
                 reader.close()
