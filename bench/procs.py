@@ -249,6 +249,11 @@ class Network:
     def pid(self, name: str) -> int:
         return self.processes[name].popen.pid
 
+    def stage_buckets(self) -> dict[str, list[int]]:
+        """The switch's per-stage histogram counts so far (switch.stages), from its status."""
+        status = call(self.workdir / "var" / "switch.sock", {"cmd": "status"})["status"]
+        return dict(status["stage_buckets"])
+
     def pin_for(self, target: str) -> set[int]:
         """Give ``target``'s process a CPU of its own (:func:`plan_pins`); the
         CPUs left for the load driver."""

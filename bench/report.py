@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.run import TARGETS, TARGETS_OF_ISSUE
+from switch.stages import STAGES
 
 __all__ = ["render"]
 
@@ -84,6 +85,20 @@ def render(result: dict[str, Any]) -> str:
         "  no core: ms of each second the target's / the driver's event loop was"
         " runnable but waited for a CPU (co-located processes contending)"
     ]
+    rows = []
+    for rate, by in result["open"].items():
+        stages = by["switch"].get("stages_ms")
+        if stages:
+            rows.append(
+                [f"{rate} TPS"]
+                + [
+                    f"{_num(stages[name]['p50'], 2)} / {_num(stages[name]['p99'], 2)}"
+                    for name in STAGES
+                ]
+            )
+    if rows:
+        lines += ["", "inside the switch, open loop, ms (p50 / p99 per stage; switch.stages)"]
+        lines += _table(["rate", *STAGES], rows)
     lines += ["", "switch relative to the baselines (TPS: higher is better; CPU, p99: lower)"]
     rows = []
     for base in ("issuer", "relay"):

@@ -39,6 +39,7 @@ from bench.load import runq_wait_ms_per_s, runq_wait_s
 from bench.procs import PYTHON, Network, cpu_seconds, plan_pins, python_env, rss_kib
 from switch.config import SwitchSettings
 from switch.recent import SLICES
+from switch.stages import between, percentiles
 
 __all__ = ["BenchOptions", "machine", "run_bench"]
 
@@ -109,6 +110,7 @@ class Phase:
     rss_kib_peak: int
     rss_samples_kib: list[int] = field(default_factory=list)
     runq_wait_ms_per_s: float | None = None  # the target's event loop (load.runq_wait_s)
+    stages_ms: dict[str, Any] | None = None  # the switch's own split (switch.stages)
 
     @property
     def cpu_us_per_txn(self) -> float | None:
@@ -122,6 +124,7 @@ class Phase:
             "target_cpu_s": round(self.cpu_s, 3),
             "cpu_us_per_txn": self.cpu_us_per_txn,
             "target_runq_wait_ms_per_s": self.runq_wait_ms_per_s,
+            **({"stages_ms": self.stages_ms} if self.stages_ms is not None else {}),
             "rss_mib": {
                 "start": round(self.rss_kib_start / 1024, 1),
                 "end": round(self.rss_kib_end / 1024, 1),
@@ -180,6 +183,7 @@ class _Runner:
             driver_cpus = self.net.pin_for(process)
             args += ["--cpus", ",".join(str(cpu) for cpu in sorted(driver_cpus))]
         pid = self.net.pid(process)
+        buckets0 = self.net.stage_buckets() if target == "switch" else None
         cpu0 = cpu_seconds(pid)
         wait0, wall0 = runq_wait_s(pid), time.perf_counter()
         rss_start = rss_kib(pid)[0]
@@ -207,6 +211,9 @@ class _Runner:
             rss_kib_peak=rss_peak,
             rss_samples_kib=samples,
             runq_wait_ms_per_s=wait,
+            stages_ms=None
+            if buckets0 is None
+            else percentiles(between(buckets0, self.net.stage_buckets()), (50, 99)),
         )
 
 

@@ -78,7 +78,8 @@ def _admin(config_path: Path, request: dict[str, Any]) -> dict[str, Any]:
 @config_option
 @json_option
 def status(config_path: Path, as_json: bool) -> None:
-    """Show the running switch: listeners, links, in-flight, SAF depth, TPS.
+    """Show the running switch: listeners, links, in-flight, SAF depth, TPS, and
+    where a transaction's time goes inside it (per stage, since the start).
 
     \b
     Example:
@@ -111,6 +112,11 @@ def status(config_path: Path, as_json: bool) -> None:
         click.echo(
             "\ncounters: " + ", ".join(f"{k}={v}" for k, v in sorted(st["counters"].items()))
         )
+    stages = st.get("stages_ms") or {}
+    if any(row["count"] for row in stages.values()):
+        click.echo("\ntime inside the switch since the start, ms (p50 / p99, count):")
+        for name, row in stages.items():
+            click.echo(f"  {name:<12} {row['p50']} / {row['p99']}  ({row['count']})")
 
 
 @click.command()

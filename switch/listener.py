@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from time import perf_counter
 from typing import Any
 
 import trio
@@ -118,9 +119,15 @@ class Listener:
                             data = await stream.receive_some(65536)
                             if not data:
                                 break
+                            read_at = perf_counter()
                             for frame in decoder.feed(bytes(data)):
                                 nursery.start_soon(
-                                    self._process, frame, outbox, nursery.cancel_scope, peer
+                                    self._process,
+                                    frame,
+                                    outbox,
+                                    nursery.cancel_scope,
+                                    peer,
+                                    read_at,
                                 )
                     if idle.cancelled_caught:
                         reason = f"idle for {self.config.idle_timeout:.0f}s"
@@ -138,8 +145,10 @@ class Listener:
                 await trio.aclose_forcefully(stream)
 
     async def _process(
-        self, frame: bytes, outbox: Outbox, scope: trio.CancelScope, peer: str
+        self, frame: bytes, outbox: Outbox, scope: trio.CancelScope, peer: str, read_at: float
     ) -> None:
+        stages = self.processor.stages
+        stages.add("queued", perf_counter() - read_at)
         with self.processor.hold():  # shutdown waits until the answer is on the stream
             try:
                 answer = await self.processor.handle(self.name, self.guard, frame)
@@ -155,8 +164,10 @@ class Listener:
                 return
             if answer is None:
                 return
+            answered_at = perf_counter()
             try:
                 await outbox.send(encode_frame(self.guard.encode(answer), self.framing))
+                stages.add("answer_send", perf_counter() - answered_at)
             except CodecError as exc:
                 log.error("listener %s: cannot encode answer: %s", self.name, exc)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

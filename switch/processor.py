@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
+from time import perf_counter
 from typing import Any, cast
 
 import trio
@@ -67,6 +68,7 @@ from switch.messages import (
 from switch.recent import RecentTransactions
 from switch.routing import RouteTable
 from switch.saf import SafStore
+from switch.stages import StageTimes, percentiles
 from switch.translate import (
     local_answer,
     parse_original_data,
@@ -123,6 +125,7 @@ class Txn:
     # (PAN, masked PAN, token) of the last leg: one HMAC per card, not per leg.
     card: tuple[str, str, str] | None = None
     recent_handle: int = -1  # its entry in Processor.recent
+    mark: float = 0.0  # perf_counter at the last stage boundary (switch.stages)
 
     def finish(self, answer: dict[str, str] | None, state: str) -> None:
         self.answer = answer
@@ -252,6 +255,7 @@ class Processor:
         # trio times of answers in the last minute (for TPS): pruned as it grows,
         # so a long run does not keep one float per transaction forever.
         self.completed: deque[float] = deque()
+        self.stages = StageTimes()  # where the time goes (switch.stages)
 
     # -- legs ---------------------------------------------------------------------
 
@@ -324,6 +328,7 @@ class Processor:
             self.idle.set()
 
     async def _handle(self, listener: str, guard: Guard, frame: bytes) -> dict[str, str] | None:
+        begun = perf_counter()
         spec = guard.spec
         try:
             request = codec.decode(frame, spec)
@@ -360,6 +365,7 @@ class Processor:
             started=trio.current_time(),
         )
         txn.rrn = request.get(F_RRN, "")
+        txn.mark = begun
         txn.recent_handle = self.recent.add(listener, request, txn, trio.current_time())
         try:
             if is_reversal(mti):
@@ -467,6 +473,7 @@ class Processor:
         txn.pan_enc = self.vault.encrypt_pan(pan)
         # Write-ahead: the issuer-out leg is on disk before the issuer can act on it.
         # Every path from here journals an outcome leg, which writes the row.
+        self._stage(txn, "checks")
         try:
             await self.writer.commit(
                 self._leg(txn, "acquirer_in", request),
@@ -478,7 +485,13 @@ class Processor:
             answer = local_answer(request, "96", rrn=txn.rrn)
             txn.finish(answer, "rejected")
             return answer
+        self._stage(txn, "write_ahead")
         return await self._send(txn, link, issuer_msg)
+
+    def _stage(self, txn: Txn, stage: str) -> None:
+        now = perf_counter()
+        self.stages.add(stage, now - txn.mark)
+        txn.mark = now
 
     async def _send(self, txn: Txn, link: IssuerLink, issuer_msg: dict[str, str]) -> dict[str, str]:
         request = txn.request
@@ -495,6 +508,7 @@ class Processor:
             # rejected outcome on disk keeps recovery from reversing it.
             reason = mask_text(f"cannot encode for {link.name}: {exc}")[:200]
             return self._never_sent(txn, reason, code="30", counter="rejected_30")
+        self._stage(txn, "issuer")
         latency = int((trio.current_time() - txn.started) * 1_000_000)
         out = to_acquirer(answer, request)
         if F_RRN not in request and txn.rrn:
@@ -507,6 +521,7 @@ class Processor:
             self._leg(txn, "issuer_in", answer),
             self._leg(txn, "acquirer_out", out, state=state, latency_us=latency),
         )
+        self._stage(txn, "outcome")
         txn.finish(out, state)
         return out
 
@@ -806,4 +821,6 @@ class Processor:
             "in_flight": self.in_flight,
             "tps_1m": round(len(self.completed) / 60.0, 2),
             "counters": dict(self.counters),
+            "stages_ms": percentiles(self.stages.snapshot()),
+            "stage_buckets": self.stages.snapshot(),
         }

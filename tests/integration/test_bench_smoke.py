@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from switch.launch import free_port, start, wait_for_port
+from switch.stages import STAGES
 
 pytestmark = pytest.mark.e2e
 
@@ -54,6 +55,12 @@ def test_quick_bench_is_a_valid_run_with_every_number_reported(tmp_path: Path) -
     phases += [p for by_target in result["open"].values() for p in by_target.values()]
     assert {p["target"] for p in phases} == {"issuer", "relay", "switch"}
     for phase in phases:
+        if phase["target"] == "switch":  # the switch's own split of the time (switch.stages)
+            stages = phase["stages_ms"]
+            assert set(stages) == set(STAGES)
+            assert all(row["count"] > 0 and row["p99"] is not None for row in stages.values())
+        else:
+            assert "stages_ms" not in phase
         assert phase["answered"] == phase["sent"] > 0
         assert set(phase["latency_ms"]) == {"p50", "p95", "p99", "max"}
         assert phase["cpu_us_per_txn"] is not None

@@ -207,6 +207,10 @@ def test_operator_commands_against_a_running_daemon(tmp_path: Path) -> None:
         wait_for_links(tmp_path / "var" / "switch.sock")
         [answer] = trio.run(_send_all, port, [build_request(pan="4111111111111111", amount=100)])
         assert answer is not None and answer["39"] == "00"
+        shown = cli("status").output
+        assert "time inside the switch" in shown
+        # the approval went through the issuer's stages before its answer left
+        assert "write_ahead" in shown and "(1)" in shown.split("write_ahead", 1)[1].splitlines()[0]
 
         saf = cli("saf", "list", "--json")
         assert saf.exit_code == 0 and json.loads(saf.output) == []

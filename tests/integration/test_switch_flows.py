@@ -252,6 +252,30 @@ async def test_malformed_frame_gets_30_and_garbage_closes_only_that_connection(
             assert codec.decode(codec.encode(good, spec), spec) == good
 
 
+async def test_status_says_where_each_transactions_time_went(tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        async with network(tmp_path) as net:
+            client = await net.client()
+            answer = await client.request(build_request(pan="4111111111111111", amount=100))
+            assert answer is not None and answer["39"] == "00"
+            declined = await client.request(build_request(pan="4111111111111112", amount=100))
+            assert declined is not None and declined["39"] == "14"  # Luhn: never leaves
+            with trio.fail_after(5):
+                while net.server.status()["stages_ms"]["answer_send"]["count"] < 2:
+                    await trio.sleep(0.01)  # the listener notes it after the client has it
+            stages = net.server.status()["stages_ms"]
+    assert {name: row["count"] for name, row in stages.items()} == {
+        "queued": 2,
+        "checks": 1,  # the Luhn decline is answered before any of the issuer's stages
+        "write_ahead": 1,
+        "issuer": 1,
+        "outcome": 1,
+        "answer_send": 2,
+    }
+    for row in stages.values():
+        assert isinstance(row["p99"], float) and 0 < row["p99"] < 20_000
+
+
 async def test_an_idle_acquirer_connection_is_closed_and_a_busy_one_is_not(
     tmp_path: Path,
 ) -> None:
