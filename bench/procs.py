@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from bench.load import bench_pans
 from switch import launch
@@ -234,11 +235,9 @@ class Network:
 
     def _wait_links_up(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
-        socket_path = self.workdir / "var" / "switch.sock"
         while True:
             try:
-                status = call(socket_path, {"cmd": "status"})["status"]
-                if all(link["state"] == "up" for link in status["links"]):
+                if all(link["state"] == "up" for link in self.switch_status()["links"]):
                     return
             except (AdminError, OSError, KeyError):
                 pass
@@ -249,10 +248,13 @@ class Network:
     def pid(self, name: str) -> int:
         return self.processes[name].popen.pid
 
+    def switch_status(self) -> dict[str, Any]:
+        """What ``switch status --json`` shows, asked over the switch's admin socket."""
+        return dict(call(self.workdir / "var" / "switch.sock", {"cmd": "status"})["status"])
+
     def stage_buckets(self) -> dict[str, list[int]]:
-        """The switch's per-stage histogram counts so far (switch.stages), from its status."""
-        status = call(self.workdir / "var" / "switch.sock", {"cmd": "status"})["status"]
-        return dict(status["stage_buckets"])
+        """The switch's per-stage histogram counts so far (switch.stages)."""
+        return dict(self.switch_status()["stage_buckets"])
 
     def pin_for(self, target: str) -> set[int]:
         """Give ``target``'s process a CPU of its own (:func:`plan_pins`); the

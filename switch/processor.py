@@ -817,10 +817,11 @@ class Processor:
         now = trio.current_time()
         while self.completed and self.completed[0] <= now - 60:
             self.completed.popleft()
+        buckets = self.stages.snapshot()
         return {
             "in_flight": self.in_flight,
             "tps_1m": round(len(self.completed) / 60.0, 2),
             "counters": dict(self.counters),
-            "stages_ms": percentiles(self.stages.snapshot()),
-            "stage_buckets": self.stages.snapshot(),
+            "stages_ms": percentiles(buckets),
+            "stage_buckets": buckets,
         }
