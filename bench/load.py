@@ -17,7 +17,11 @@ error, and a valid run has none.
 
 Latency: closed loop from the moment a request is queued; open loop from the
 moment it was *due* (so a stalled driver or target shows as latency, not as
-a lower rate -- no coordinated omission). Samples, TPS and percentiles come
+a lower rate -- no coordinated omission). When requests are due is the
+``arrivals`` schedule (:func:`arrival_times`): ``even``, one every 1/rate
+seconds, or ``poisson``, independent exponential gaps of mean 1/rate from a
+seeded generator -- how requests from many independent shops arrive, bursts
+and lulls included, and the same run after run for a seed. Samples, TPS and percentiles come
 from requests due in the measurement window after ``warmup``; errors and
 timeouts count over the whole run.
 """
@@ -29,10 +33,11 @@ import datetime as dt
 import json
 import math
 import os
+import random
 import resource
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,11 +53,21 @@ from switch.framing import FrameDecoder, Framing, encode_frame
 from switch.outbox import Outbox
 from switch.translate import to_issuer
 
-__all__ = ["LoadResult", "LoadSpec", "bench_pans", "main", "percentile", "run_load"]
+__all__ = [
+    "ARRIVALS",
+    "LoadResult",
+    "LoadSpec",
+    "arrival_times",
+    "bench_pans",
+    "main",
+    "percentile",
+    "run_load",
+]
 
 _ACQUIRER_SPEC = "iso87ascii"
 _INSTITUTION_ID = "400001"
 _TICK = 0.0005  # open loop: the pacer's finest step (s)
+ARRIVALS = ("even", "poisson")  # open loop: see arrival_times
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +81,8 @@ class LoadSpec:
     connections: int = 10
     inflight: int = 64
     rate: float = 1000.0
+    arrivals: str = "even"  # open loop: ARRIVALS, see arrival_times
+    seed: int = 1  # the poisson schedule's generator
     duration: float = 10.0
     warmup: float = 1.0
     timeout: float = 5.0
@@ -80,6 +97,7 @@ class LoadResult:
     connections: int
     inflight: int | None
     rate: float | None
+    arrivals: str | None
     duration: float
     sent: int = 0
     answered: int = 0
@@ -104,6 +122,29 @@ class LoadResult:
         if out["samples_ms"] is None:
             del out["samples_ms"]
         return out
+
+
+def arrival_times(rate: float, arrivals: str = "even", seed: int = 1) -> Iterator[float]:
+    """When each request of an open loop at ``rate`` is due, in seconds from the start.
+
+    ``even``: request i at i/rate. ``poisson``: exponential gaps of mean
+    1/rate, from ``random.Random(seed)``, the first request at 0.
+    """
+    if rate <= 0:
+        raise ValueError(f"rate must be positive, got {rate}")
+    if arrivals == "even":
+        i = 0
+        while True:
+            yield i / rate
+            i += 1
+    elif arrivals == "poisson":
+        gap = random.Random(seed).expovariate
+        at = 0.0
+        while True:
+            yield at
+            at += gap(rate)
+    else:
+        raise ValueError(f"arrivals must be one of {', '.join(ARRIVALS)}, got {arrivals!r}")
 
 
 def percentile(values: Sequence[float], pct: float) -> float | None:
@@ -225,6 +266,7 @@ class _Driver:
             connections=spec.connections,
             inflight=spec.inflight if spec.mode == "closed" else None,
             rate=spec.rate if spec.mode == "open" else None,
+            arrivals=spec.arrivals if spec.mode == "open" else None,
             duration=spec.duration,
         )
         self.samples: list[float] = []
@@ -302,23 +344,25 @@ class _Driver:
             self._error(f"connection {conn.terminal} closed by the target")
 
     async def _pace(self, conns: list[_Conn]) -> None:
-        """Open loop: request i is due at t0 + i/rate, sent round-robin."""
-        rate, end = self.spec.rate, self.window[1]
-        due = 0
-        while True:
+        """Open loop: request i is due at t0 + its arrival time, sent round-robin."""
+        end, t0 = self.window[1], self.t0
+        schedule = arrival_times(self.spec.rate, self.spec.arrivals, self.spec.seed)
+        due, at = 0, t0 + next(schedule)
+        while at < end:  # every request due before the end goes out, however late
             now = time.perf_counter()
-            if now >= end:
-                return
             touched = set()
-            while self.t0 + due / rate <= now:
+            while at <= now and at < end:
                 conn = conns[due % len(conns)]
-                self._queue(conn, self.t0 + due / rate)
+                self._queue(conn, at)
                 touched.add(conn)
                 due += 1
+                at = t0 + next(schedule)
             for conn in touched:
                 await conn.outbox.flush()
+            if at >= end:
+                return
             # Wake at most every _TICK: requests due within it go out together.
-            next_due = self.t0 + due / rate - time.perf_counter()
+            next_due = at - time.perf_counter()
             await trio.sleep(max(_TICK, next_due))
 
     async def _sweep(self, conns: list[_Conn]) -> None:
@@ -451,6 +495,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--connections", type=int, default=defaults.connections)
     parser.add_argument("--inflight", type=int, default=defaults.inflight)
     parser.add_argument("--rate", type=float, default=defaults.rate)
+    parser.add_argument("--arrivals", choices=ARRIVALS, default=defaults.arrivals)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--duration", type=float, default=defaults.duration)
     parser.add_argument("--warmup", type=float, default=defaults.warmup)
     parser.add_argument("--timeout", type=float, default=defaults.timeout)

@@ -63,7 +63,8 @@ def render(result: dict[str, Any]) -> str:
     lines += _table(
         ["target", "TPS", "p50 ms", "p99 ms", "CPU us/txn", "RSS MiB", "err/t-out"], rows
     )
-    lines += ["", "open loop latency, ms (p50 / p95 / p99 / max)"]
+    arrivals = o.get("arrivals", "even")
+    lines += ["", f"open loop latency, ms (p50 / p95 / p99 / max); {arrivals} arrivals"]
     rows = []
     for rate, by in result["open"].items():
         for target in TARGETS:

@@ -57,6 +57,7 @@ class BenchOptions:
     duration: float = 10.0
     warmup: float = 1.0
     rates: tuple[float, ...] = (500.0, 1000.0, 2000.0)
+    arrivals: str = "even"  # open loop: bench.load.ARRIVALS
     connections: int = 10
     inflight: int = 64
     curves: bool = False
@@ -173,6 +174,8 @@ class _Runner:
             str(max(inflight, connections)),
             "--rate",
             str(rate),
+            "--arrivals",
+            opts.arrivals,
             "--duration",
             str(duration),
             "--warmup",
@@ -277,6 +280,7 @@ def _run_phases(
             "connections": options.connections,
             "inflight": options.inflight,
             "rates": list(options.rates),
+            "arrivals": options.arrivals,
             "pin": options.pin,
         },
         "closed": {t: p.to_dict() for t, p in closed.items()},

@@ -43,6 +43,12 @@ def _bench_modules() -> tuple[Any, Any]:
 @click.option(
     "--rate", "rates", callback=_rates, help="Open-loop rates, comma-separated [500,1000,2000]."
 )
+@click.option(
+    "--arrivals",
+    type=click.Choice(["even", "poisson"]),
+    help="Open loop: requests due evenly, or with exponential gaps as from many"
+    " independent shops (seeded: the same every run) [even].",
+)
 @click.option("--connections", type=click.IntRange(min=1), help="Acquirer connections [10].")
 @click.option(
     "--inflight", type=click.IntRange(min=1), help="Closed loop: requests in flight in total [64]."
@@ -70,6 +76,7 @@ def _bench_modules() -> tuple[Any, Any]:
 def bench(
     duration: float | None,
     rates: tuple[float, ...],
+    arrivals: str | None,
     connections: int | None,
     inflight: int | None,
     quick: bool,
@@ -94,6 +101,7 @@ def bench(
         switch bench --rate 1000 --duration 30 --connections 100 --inflight 256
         switch bench --curves --soak 300
         switch bench --pin --rate 1000
+        switch bench --rate 1000 --arrivals poisson
     """
     run_mod, report_mod = _bench_modules()
     overrides: dict[str, Any] = {
@@ -101,6 +109,7 @@ def bench(
         for key, value in (
             ("duration", duration),
             ("rates", rates or None),
+            ("arrivals", arrivals),
             ("connections", connections),
             ("inflight", inflight),
             ("curves", curves),

@@ -8,6 +8,7 @@ shape -- and never asserts a speed: CI machines are not benchmark machines.
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import socketserver
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.load import arrival_times
+from bench.procs import Network, python_env
 from switch.launch import free_port, start, wait_for_port
 from switch.stages import STAGES
 
@@ -51,6 +54,7 @@ def test_quick_bench_is_a_valid_run_with_every_number_reported(tmp_path: Path) -
     assert result["timeouts"] == 0
     assert result["exit_codes"] == {"relay": 0, "switch": 0, "simulators": 0, "baseline": 0}
     assert result["machine"]["cores"] >= 1
+    assert result["options"]["arrivals"] == "even"  # the default schedule, said in the result
     phases = [*result["closed"].values()]
     phases += [p for by_target in result["open"].values() for p in by_target.values()]
     assert {p["target"] for p in phases} == {"issuer", "relay", "switch"}
@@ -110,3 +114,47 @@ def test_bench_relay_forwards_frames_unchanged_and_stops_on_sigterm(tmp_path: Pa
         finally:
             assert relay.stop() == 0, relay.log_text()
             upstream.shutdown()
+
+
+@pytest.mark.parametrize("arrivals", ["even", "poisson"])
+def test_open_loop_sends_every_request_its_schedule_makes_due(
+    tmp_path: Path, arrivals: str
+) -> None:
+    # A real network (simulators, switch, relay); the driver as the bench runs it.
+    rate, warmup, duration, seed = 300.0, 0.2, 1.0, 5
+    with Network(tmp_path) as net:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.load",
+                "--port",
+                str(net.ports.listener),
+                "--mode",
+                "open",
+                "--rate",
+                str(rate),
+                "--arrivals",
+                arrivals,
+                "--seed",
+                str(seed),
+                "--duration",
+                str(duration),
+                "--warmup",
+                str(warmup),
+                "--connections",
+                "3",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=python_env(),
+            cwd=ROOT,
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    due = itertools.takewhile(lambda t: t < warmup + duration, arrival_times(rate, arrivals, seed))
+    assert result["sent"] == sum(1 for _ in due)
+    assert result["valid"] is True, result["error_examples"]
+    assert result["answered"] == result["sent"]
+    assert result["arrivals"] == arrivals
