@@ -20,16 +20,49 @@ frames committed during it - and the next commit writes from the WAL's
 start. RESTART alone held the lock for all of each copy: about 11 ms, four
 times a second. Readers of an older snapshot are waited for 200 ms at most,
 then the checkpoint ends partial and the next one tries again.
+
+A RESTART still holds the write lock while it syncs the WAL, copies the
+frames of the last few milliseconds and syncs the database: 4 ms (median,
+simulator at 1,000 TPS). Whoever waits for that lock must not wait longer:
+SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, so a
+commit behind a 4 ms RESTART waited 8.3-8.6 ms, and in a simulator, whose
+loop commits every decision, all of its requests with it (96 of the 100
+slowest in a 10 s run). :func:`begin_immediate` tries every 0.1 ms instead.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
-__all__ = ["WalCheckpointer", "manual_checkpoints"]
+__all__ = ["WalCheckpointer", "begin_immediate", "manual_checkpoints"]
 
 _READER_WAIT_MS = 200
+_LOCK_POLL_S = 0.0001  # begin_immediate: between tries for the write lock
+
+
+def begin_immediate(conn: sqlite3.Connection, timeout: float = 5.0) -> None:
+    """``BEGIN IMMEDIATE`` on ``conn``, trying for the write lock every 0.1 ms
+    for up to ``timeout`` seconds, then raising SQLite's "database is locked".
+
+    ``conn`` should have ``busy_timeout`` 0, or SQLite's own waiting, in steps
+    of 1, 2, 5, 10... ms, comes first (why: the module docstring).
+    """
+    deadline = None
+    while True:
+        try:
+            conn.execute("begin immediate")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + timeout
+            elif now >= deadline:
+                raise
+        time.sleep(_LOCK_POLL_S)
 
 
 def manual_checkpoints(conn: sqlite3.Connection) -> None:
