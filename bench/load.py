@@ -17,13 +17,15 @@ error, and a valid run has none.
 
 Latency: closed loop from the moment a request is queued; open loop from the
 moment it was *due* (so a stalled driver or target shows as latency, not as
-a lower rate -- no coordinated omission). When requests are due is the
-``arrivals`` schedule (:func:`arrival_times`): ``even``, one every 1/rate
-seconds, or ``poisson``, independent exponential gaps of mean 1/rate from a
-seeded generator -- how requests from many independent shops arrive, bursts
-and lulls included, and the same run after run for a seed. Samples, TPS and percentiles come
+a lower rate -- no coordinated omission). Samples, TPS and percentiles come
 from requests due in the measurement window after ``warmup``; errors and
 timeouts count over the whole run.
+
+When open-loop requests fall due is the ``arrivals`` schedule
+(:func:`arrival_times`): ``even``, one every 1/rate seconds, or ``poisson``,
+independent exponential gaps of mean 1/rate from a seeded generator -- how
+requests from many independent shops arrive, bursts and lulls included, and
+the same schedule run after run for a seed.
 """
 
 from __future__ import annotations

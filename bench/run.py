@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.load import runq_wait_ms_per_s, runq_wait_s
+from bench.load import ARRIVALS, runq_wait_ms_per_s, runq_wait_s
 from bench.procs import PYTHON, Network, cpu_seconds, plan_pins, python_env, rss_kib
 from switch.config import SwitchSettings
 from switch.recent import SLICES
@@ -67,6 +67,12 @@ class BenchOptions:
     soak_rate: float = 1000.0
     workdir: Path | None = None
     pin: bool = False  # each phase's target on a CPU of its own (bench.procs.plan_pins)
+
+    def __post_init__(self) -> None:
+        if self.arrivals not in ARRIVALS:
+            raise ValueError(
+                f"arrivals must be one of {', '.join(ARRIVALS)}, not {self.arrivals!r}"
+            )
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchOptions:

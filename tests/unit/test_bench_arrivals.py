@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.load import ARRIVALS, arrival_times
+from bench.run import BenchOptions
 
 
 def _first(n: int, rate: float, arrivals: str, seed: int = 1) -> list[float]:
@@ -56,3 +57,9 @@ def test_switch_bench_offers_every_schedule_and_the_driver_the_same() -> None:
 
     option = next(p for p in bench.params if p.name == "arrivals")
     assert tuple(option.type.choices) == ARRIVALS  # type: ignore[attr-defined]
+
+
+def test_bench_options_refuse_a_schedule_the_driver_does_not_know() -> None:
+    assert BenchOptions(arrivals="poisson").arrivals == "poisson"
+    with pytest.raises(ValueError, match="arrivals must be one of even, poisson"):
+        BenchOptions.quick(arrivals="bursty")
