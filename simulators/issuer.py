@@ -91,7 +91,7 @@ class Reply:
 
 # The ledger's WAL is checkpointed every _CHECKPOINT_COMMITS commits (a few
 # pages each) and started over once it holds _RESTART_FRAMES 4 KiB frames
-# (80 MiB at most). Starting over holds the write lock ~4.5 ms, and the loop
+# (about 80 MiB at most). Starting over holds the write lock ~4.5 ms, and the loop
 # waits: at 1,000 TPS (~6 frames a transaction) 4,000 frames meant that every
 # 0.65 s, and a RESTART was under 66 of the 100 slowest answers of a 10 s run.
 _CHECKPOINT_COMMITS = 200

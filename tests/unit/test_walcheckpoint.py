@@ -13,10 +13,10 @@ from switch.vault import Vault
 from switch.walcheckpoint import begin_immediate
 
 
-def _connect(path: Path, busy_ms: int = 0) -> sqlite3.Connection:
+def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("pragma journal_mode = wal")
-    conn.execute(f"pragma busy_timeout = {busy_ms}")
+    conn.execute("pragma busy_timeout = 0")
     return conn
 
 
