@@ -7,6 +7,12 @@ processes from generated configs in a temporary folder: every port free on
 loopback, the journal and the ledgers in that folder, the shipped defaults
 otherwise (journal on, write-ahead on, info logging).
 
+``Network(code_root=...)`` runs another checkout's switch and simulators
+(its packages first on the children's PYTHONPATH, its folder their working
+directory): ``switch bench --against`` compares two versions that way, with
+this checkout's load driver for both. ``baselines=False`` leaves out the
+baselines' simulator and the relay.
+
 CPU and memory come from the kernel's own accounting of each process
 (``/proc/<pid>/stat`` utime+stime, which includes the journal's writer
 thread; ``/proc/<pid>/status`` VmRSS/VmHWM), never from inside the process.
@@ -33,7 +39,7 @@ from bench.load import bench_pans
 from switch import launch
 from switch.admin import AdminError, call
 
-__all__ = ["Network", "cpu_seconds", "pin", "plan_pins", "rss_kib"]
+__all__ = ["ROOT", "Network", "cpu_seconds", "pin", "plan_pins", "python_env", "rss_kib"]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 SIM_NETWORKS = {
@@ -144,10 +150,22 @@ class Ports:
 class Network:
     """Simulators, switch and relay as child processes; a context manager."""
 
-    def __init__(self, workdir: Path, *, max_connections: int = 1000, cards: int = 1000) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        max_connections: int = 1000,
+        cards: int = 1000,
+        code_root: Path | None = None,
+        baselines: bool = True,
+    ) -> None:
         self.workdir = workdir
         self.cards = cards
         self.max_connections = max_connections
+        # The checkout whose switch and simulators run (None: the one importing
+        # this); the load driver is always this one's.
+        self.code_root = code_root
+        self.baselines = baselines  # start the baselines' simulator and the relay
         self.ports = Ports(
             listener=launch.free_port(),
             relay=launch.free_port(),
@@ -202,24 +220,30 @@ class Network:
             simulators="".join(sims),
         )
 
+    def _launch(self, name: str, args: list[str]) -> launch.Process:
+        root = self.code_root
+        env = None if root is None else {"PYTHONPATH": _path_with(str(root))}
+        process = launch.start(name, args, log_dir=self.log_dir, cwd=root, env=env)
+        self.processes[name] = process
+        return process
+
     def _start(self) -> None:
         config = str(self.config_path)
-        sims = launch.start("simulators", ["sim", "all", "--config", config], log_dir=self.log_dir)
-        self.processes["simulators"] = sims
+        sims = self._launch("simulators", ["sim", "all", "--config", config])
         for port in self.ports.simulators.values():
             launch.wait_for_port("127.0.0.1", port, proc=sims.popen)
-        baseline = launch.start(
-            "baseline",
-            ["sim", "issuer", "--network", "visa", "--config", str(self.baseline_config_path)],
-            log_dir=self.log_dir,
-        )
-        self.processes["baseline"] = baseline
-        launch.wait_for_port("127.0.0.1", self.ports.baseline, proc=baseline.popen)
-        switch = launch.start("switch", ["run", "--config", config], log_dir=self.log_dir)
-        self.processes["switch"] = switch
+        if self.baselines:
+            baseline = self._launch(
+                "baseline",
+                ["sim", "issuer", "--network", "visa", "--config", str(self.baseline_config_path)],
+            )
+            launch.wait_for_port("127.0.0.1", self.ports.baseline, proc=baseline.popen)
+        switch = self._launch("switch", ["run", "--config", config])
         launch.wait_for_port("127.0.0.1", self.ports.listener, proc=switch.popen)
         self._wait_links_up()
-        relay = launch.start(
+        if not self.baselines:
+            return
+        relay = self._launch(
             "relay",
             [
                 "bench-relay",
@@ -228,9 +252,7 @@ class Network:
                 "--to",
                 f"127.0.0.1:{self.ports.baseline}",
             ],
-            log_dir=self.log_dir,
         )
-        self.processes["relay"] = relay
         launch.wait_for_port("127.0.0.1", self.ports.relay, proc=relay.popen)
 
     def _wait_links_up(self, timeout: float = 20.0) -> None:
@@ -284,11 +306,18 @@ class Network:
         return "\n".join(self.processes[name].log_text().splitlines()[-lines:])
 
 
+ROOT = Path(__file__).resolve().parent.parent  # the checkout this bench is part of
+
+
+def _path_with(root: str) -> str:
+    """PYTHONPATH with ``root`` first: a child imports that checkout's packages."""
+    path = os.environ.get("PYTHONPATH", "")
+    return root + (os.pathsep + path if path else "")
+
+
 def python_env() -> dict[str, str]:
     """The environment a child needs to import ``bench`` wherever it is run from."""
-    root = str(Path(__file__).resolve().parent.parent)
-    path = os.environ.get("PYTHONPATH", "")
-    return dict(os.environ, PYTHONPATH=root + (os.pathsep + path if path else ""))
+    return dict(os.environ, PYTHONPATH=_path_with(str(ROOT)))
 
 
 PYTHON = sys.executable

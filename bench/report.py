@@ -7,7 +7,7 @@ from typing import Any
 from bench.run import TARGETS, TARGETS_OF_ISSUE
 from switch.stages import STAGES
 
-__all__ = ["render"]
+__all__ = ["render", "render_paired"]
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -188,3 +188,61 @@ def _verdict(result: dict[str, Any]) -> list[str]:
     else:
         out.append("run INVALID: " + "; ".join(result["problems"]))
     return out
+
+
+_METRIC_NAMES = {
+    "tps": "TPS",
+    "p50_ms": "p50 ms",
+    "p99_ms": "p99 ms",
+    "cpu_us_per_txn": "CPU us/txn",
+}
+
+
+def _phase_name(phase: str) -> str:
+    return "closed loop" if phase == "closed" else f"open {phase} TPS"
+
+
+def render_paired(result: dict[str, Any]) -> str:
+    """``switch bench --against``: medians per version and the rounds this one won."""
+    m = result["machine"]
+    o = result["options"]
+    v = result["versions"]
+    lines = [
+        f"switch bench --against: {m['cores']} cores ({m['cpu']}), Python {m['python']},"
+        f" {m['system']}; both versions' simulators and switch up at once, on loopback",
+        *(
+            f"{name + ':':8s} {v[name]['root']} ({v[name]['commit'] or 'no git commit'})"
+            for name in ("this", "against")
+        ),
+        f"{o['rounds']} rounds, the order alternating; {o['connections']} connections;"
+        f" closed loop {o['inflight']} in flight; {o['duration_s']:g} s per phase after"
+        f" {o['warmup_s']:g} s warm-up; {o['arrivals']} arrivals",
+        "",
+        "medians over the rounds (TPS: higher is better; the rest: lower)",
+    ]
+    rows = []
+    for phase, by_metric in result["summary"].items():
+        for i, (metric, s) in enumerate(by_metric.items()):
+            rows.append(
+                [
+                    _phase_name(phase) if i == 0 else "",
+                    _METRIC_NAMES[metric],
+                    _num(s["this"], 2),
+                    _num(s["against"], 2),
+                    f"{s['this_better_in']} / {s['this_worse_in']} of {s['rounds']}",
+                ]
+            )
+    lines += _table(["phase", "metric", "this", "against", "rounds this did better / worse"], rows)
+    lines += ["", "p99 ms by round (this / against)"]
+    for phase in result["summary"]:
+        pairs = ", ".join(
+            f"{_num(r['this'][phase]['p99_ms'], 2)}/{_num(r['against'][phase]['p99_ms'], 2)}"
+            for r in result["rounds"]
+        )
+        lines.append(f"  {_phase_name(phase)}: {pairs}")
+    lines.append("")
+    if result["valid"]:
+        lines.append("run VALID: every request answered 00 in time, 0 errors, 0 timeouts")
+    else:
+        lines.append("run INVALID: " + "; ".join(result["problems"]))
+    return "\n".join(lines)

@@ -14,6 +14,9 @@ CPU per transaction is the kernel's accounting of that process divided by
 the transactions it carried. A run is *valid* when every request of every
 phase was answered 00 in time: numbers from an invalid run mean nothing.
 
+``--against DIR`` (bench.paired) runs this checkout's switch against another
+checkout's in paired rounds instead.
+
 ``--curves`` adds TPS and p99 against the switch versus connections
 (1/10/100/1000) and in-flight depth, and journal bytes per million
 transactions; ``--soak S`` an open-loop run of S seconds with the switch's
@@ -41,7 +44,7 @@ from switch.config import SwitchSettings
 from switch.recent import SLICES
 from switch.stages import between, percentiles
 
-__all__ = ["BenchOptions", "machine", "run_bench"]
+__all__ = ["BenchOptions", "Phase", "Runner", "machine", "run_bench"]
 
 TARGETS = ("issuer", "relay", "switch")
 TARGETS_OF_ISSUE = {
@@ -67,12 +70,29 @@ class BenchOptions:
     soak_rate: float = 1000.0
     workdir: Path | None = None
     pin: bool = False  # each phase's target on a CPU of its own (bench.procs.plan_pins)
+    against: Path | None = None  # another checkout: paired rounds (bench.paired)
+    rounds: int = 6  # paired rounds, each version once per round
 
     def __post_init__(self) -> None:
         if self.arrivals not in ARRIVALS:
             raise ValueError(
                 f"arrivals must be one of {', '.join(ARRIVALS)}, not {self.arrivals!r}"
             )
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be at least 1, not {self.rounds}")
+        if self.against is not None and (self.curves or self.soak or self.pin):
+            raise ValueError("--against compares two switches: not with --curves, --soak or --pin")
+
+    def described(self) -> dict[str, Any]:
+        """The options every result reports (under ``options``)."""
+        return {
+            "duration_s": self.duration,
+            "warmup_s": self.warmup,
+            "connections": self.connections,
+            "inflight": self.inflight,
+            "rates": list(self.rates),
+            "arrivals": self.arrivals,
+        }
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchOptions:
@@ -140,7 +160,7 @@ class Phase:
         }
 
 
-class _Runner:
+class Runner:
     def __init__(self, net: Network, options: BenchOptions, progress: Callable[[str], None]):
         self.net = net
         self.options = options
@@ -266,7 +286,7 @@ def run_bench(
 def _run_phases(
     net: Network, options: BenchOptions, progress: Callable[[str], None]
 ) -> dict[str, Any]:
-    runner = _Runner(net, options, progress)
+    runner = Runner(net, options, progress)
     closed: dict[str, Phase] = {}
     opened: dict[str, dict[str, Phase]] = {}
     for target in TARGETS:
@@ -280,15 +300,7 @@ def _run_phases(
     phases = [*closed.values(), *(p for by in opened.values() for p in by.values())]
     result: dict[str, Any] = {
         "machine": machine(),
-        "options": {
-            "duration_s": options.duration,
-            "warmup_s": options.warmup,
-            "connections": options.connections,
-            "inflight": options.inflight,
-            "rates": list(options.rates),
-            "arrivals": options.arrivals,
-            "pin": options.pin,
-        },
+        "options": {**options.described(), "pin": options.pin},
         "closed": {t: p.to_dict() for t, p in closed.items()},
         "open": {r: {t: p.to_dict() for t, p in by.items()} for r, by in opened.items()},
     }
@@ -323,7 +335,7 @@ def _run_phases(
     return result
 
 
-def _curves(runner: _Runner, options: BenchOptions) -> list[Phase]:
+def _curves(runner: Runner, options: BenchOptions) -> list[Phase]:
     phases = []
     for connections in options.curve_connections:
         phases.append(

@@ -72,6 +72,18 @@ def _bench_modules() -> tuple[Any, Any]:
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep the generated config, logs, journal and ledgers here.",
 )
+@click.option(
+    "--against",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Another checkout of the switch (e.g. a git worktree of main): run both"
+    " versions in paired rounds, the order alternating, and report medians and the"
+    " rounds this one did better in (the switch only; --rate defaults to 1000).",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    help="With --against: rounds, each version once per round [6].",
+)
 @json_option
 def bench(
     duration: float | None,
@@ -84,6 +96,8 @@ def bench(
     soak: float | None,
     pin: bool,
     workdir: Path | None,
+    against: Path | None,
+    rounds: int | None,
     as_json: bool,
 ) -> None:
     """Measure the switch against two baselines on this machine.
@@ -94,6 +108,12 @@ def bench(
     rate, switch CPU per transaction and RSS, with ratios to (a) the issuer
     simulator alone and (b) the relay in the switch's place.
 
+    With --against DIR, another checkout of the switch: both versions'
+    simulators and switch run at once, in paired rounds (the closed loop and
+    each --rate against one version then the other, the order alternating),
+    and the report gives each version's medians and the rounds this one did
+    better and worse in.
+
     \b
     Examples:
         switch bench
@@ -102,8 +122,13 @@ def bench(
         switch bench --curves --soak 300
         switch bench --pin --rate 1000
         switch bench --rate 1000 --arrivals poisson
+        switch bench --against ../main --rounds 8 --duration 8
     """
     run_mod, report_mod = _bench_modules()
+    if rounds is not None and against is None:
+        raise UsageError("--rounds needs --against")
+    if against is not None and not rates and not quick:
+        rates = (1000.0,)  # the open-loop rate of the p99 target
     overrides: dict[str, Any] = {
         key: value
         for key, value in (
@@ -116,6 +141,8 @@ def bench(
             ("soak", soak),
             ("pin", pin or None),
             ("workdir", workdir),
+            ("against", against),
+            ("rounds", rounds),
         )
         if value is not None
     }
@@ -128,14 +155,26 @@ def bench(
     def progress(text: str) -> None:
         click.echo(f"bench: {text}", err=True)
 
+    paired = None
+    if against is not None:
+        paired = importlib.import_module("bench.paired")
+        try:
+            paired.check_checkout(against.resolve())
+        except ValueError as exc:
+            raise UsageError(f"--against: {exc}") from None
     try:
-        result = run_mod.run_bench(options, progress)
+        if paired is None:
+            result = run_mod.run_bench(options, progress)
+        else:
+            result = paired.run_paired(options, progress)
     except (OSError, RuntimeError, TimeoutError) as exc:
         raise click.ClickException(f"bench could not run: {exc}") from None
     if as_json:
         echo_json(result)
-    else:
+    elif against is None:
         click.echo(report_mod.render(result))
+    else:
+        click.echo(report_mod.render_paired(result))
     if not result["valid"]:
         sys.exit(1)
 

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,11 +75,22 @@ class Process:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def start(name: str, args: Sequence[str], *, log_dir: Path, cwd: Path | None = None) -> Process:
-    """Run ``switch <args>`` as a child process, output to ``log_dir/<name>.log``."""
+def start(
+    name: str,
+    args: Sequence[str],
+    *,
+    log_dir: Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Process:
+    """Run ``switch <args>`` as a child process, output to ``log_dir/<name>.log``.
+
+    ``env``: variables set for the child on top of this process's own (e.g. a
+    PYTHONPATH that makes it run another checkout's code).
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
             [sys.executable, "-m", "switch.cli", *args],
@@ -87,7 +98,7 @@ def start(name: str, args: Sequence[str], *, log_dir: Path, cwd: Path | None = N
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=cwd,
-            env=env,
+            env=child_env,
         )
     return Process(name=name, popen=popen, log_path=log_path)
 

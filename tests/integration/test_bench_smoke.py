@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import socket
 import socketserver
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,25 +31,23 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quick_bench_is_a_valid_run_with_every_number_reported(tmp_path: Path) -> None:
+def _quick_bench(workdir: Path, *args: str) -> dict[str, Any]:
+    """``switch bench --quick --json`` as a process; its exit code 0 and its result."""
+    command = [sys.executable, "-m", "switch.cli", "bench", "--quick", "--json"]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "switch.cli",
-            "bench",
-            "--quick",
-            "--json",
-            "--workdir",
-            str(tmp_path),
-        ],
+        [*command, "--workdir", str(workdir), *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
-    result = json.loads(proc.stdout)
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def test_quick_bench_is_a_valid_run_with_every_number_reported(tmp_path: Path) -> None:
+    result = _quick_bench(tmp_path)
 
     assert result["valid"] is True, result["problems"]
     assert result["errors"] == 0
@@ -75,6 +75,43 @@ def test_quick_bench_is_a_valid_run_with_every_number_reported(tmp_path: Path) -
         assert set(result["ratios"][base]) == {"closed_loop_tps", "cpu_us_per_txn", "p99_by_rate"}
     assert result["journal"]["transactions"] >= result["closed"]["switch"]["answered"]
     assert result["switch"]["rss_mib_peak"] > 0
+
+
+def test_paired_bench_runs_the_other_checkouts_code_in_alternating_rounds(
+    tmp_path: Path,
+) -> None:
+    # A copy of this checkout whose switch package leaves a mark when a
+    # process imports it: only the "against" network's children can.
+    other = tmp_path / "other"
+    for package in ("switch", "specs", "simulators"):
+        shutil.copytree(
+            ROOT / package, other / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    mark = other / "imported-by-a-child"
+    with (other / "switch" / "__init__.py").open("a") as init:
+        init.write(
+            "\nimport pathlib as _pathlib\n"
+            "(_pathlib.Path(__file__).resolve().parent.parent / 'imported-by-a-child').touch()\n"
+        )
+    result = _quick_bench(tmp_path / "work", "--against", str(other), "--rounds", "2")
+
+    assert result["valid"] is True, result["problems"]
+    assert mark.exists()  # the other checkout's code ran
+    assert result["versions"]["this"]["root"] == str(ROOT)
+    assert result["versions"]["against"]["root"] == str(other.resolve())
+    assert [r["first"] for r in result["rounds"]] == ["this", "against"]
+    for row in result["rounds"]:
+        for version in ("this", "against"):
+            assert set(row[version]) == {"closed", "200"}  # the quick rate
+            for phase in row[version].values():
+                assert phase["valid"] and phase["errors"] == 0 and phase["timeouts"] == 0
+                assert phase["p99_ms"] is not None and phase["cpu_us_per_txn"] is not None
+    assert set(result["summary"]) == {"closed", "200"}
+    assert result["summary"]["closed"]["tps"]["rounds"] == 2
+    assert result["exit_codes"] == {
+        "this": {"switch": 0, "simulators": 0},
+        "against": {"switch": 0, "simulators": 0},
+    }
 
 
 class _Reflector(socketserver.BaseRequestHandler):
