@@ -227,23 +227,35 @@ class Network:
         self.processes[name] = process
         return process
 
+    def _ready(self, name: str, port: int) -> None:
+        """Wait until ``name`` listens on ``port``; if it dies or never does, say
+        which process, whose code, and the end of its log (the folder may be
+        a temporary one, gone when the bench stops)."""
+        try:
+            launch.wait_for_port("127.0.0.1", port, proc=self.processes[name].popen)
+        except (RuntimeError, TimeoutError) as exc:
+            code = f" from {self.code_root}" if self.code_root is not None else ""
+            raise RuntimeError(
+                f"{name}{code} did not start: {exc}; its log ends:\n{self.log_tail(name)}"
+            ) from None
+
     def _start(self) -> None:
         config = str(self.config_path)
-        sims = self._launch("simulators", ["sim", "all", "--config", config])
+        self._launch("simulators", ["sim", "all", "--config", config])
         for port in self.ports.simulators.values():
-            launch.wait_for_port("127.0.0.1", port, proc=sims.popen)
+            self._ready("simulators", port)
         if self.baselines:
-            baseline = self._launch(
+            self._launch(
                 "baseline",
                 ["sim", "issuer", "--network", "visa", "--config", str(self.baseline_config_path)],
             )
-            launch.wait_for_port("127.0.0.1", self.ports.baseline, proc=baseline.popen)
-        switch = self._launch("switch", ["run", "--config", config])
-        launch.wait_for_port("127.0.0.1", self.ports.listener, proc=switch.popen)
+            self._ready("baseline", self.ports.baseline)
+        self._launch("switch", ["run", "--config", config])
+        self._ready("switch", self.ports.listener)
         self._wait_links_up()
         if not self.baselines:
             return
-        relay = self._launch(
+        self._launch(
             "relay",
             [
                 "bench-relay",
@@ -253,7 +265,7 @@ class Network:
                 f"127.0.0.1:{self.ports.baseline}",
             ],
         )
-        launch.wait_for_port("127.0.0.1", self.ports.relay, proc=relay.popen)
+        self._ready("relay", self.ports.relay)
 
     def _wait_links_up(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -264,7 +276,10 @@ class Network:
             except (AdminError, OSError, KeyError):
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"switch links not up after {timeout:.0f}s")
+                raise TimeoutError(
+                    f"switch links not up after {timeout:.0f}s; its log ends:\n"
+                    + self.log_tail("switch")
+                )
             time.sleep(0.1)  # another process's state: poll it
 
     def pid(self, name: str) -> int:

@@ -46,6 +46,15 @@ def _quick_bench(workdir: Path, *args: str) -> dict[str, Any]:
     return result
 
 
+def _copy_checkout(dest: Path) -> Path:
+    """A copy of this checkout's packages (what ``--against`` needs) at ``dest``."""
+    for package in ("switch", "specs", "simulators"):
+        shutil.copytree(
+            ROOT / package, dest / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return dest
+
+
 def test_quick_bench_is_a_valid_run_with_every_number_reported(tmp_path: Path) -> None:
     result = _quick_bench(tmp_path)
 
@@ -82,11 +91,7 @@ def test_paired_bench_runs_the_other_checkouts_code_in_alternating_rounds(
 ) -> None:
     # A copy of this checkout whose switch package leaves a mark when a
     # process imports it: only the "against" network's children can.
-    other = tmp_path / "other"
-    for package in ("switch", "specs", "simulators"):
-        shutil.copytree(
-            ROOT / package, other / package, ignore=shutil.ignore_patterns("__pycache__")
-        )
+    other = _copy_checkout(tmp_path / "other")
     mark = other / "imported-by-a-child"
     with (other / "switch" / "__init__.py").open("a") as init:
         init.write(
@@ -112,6 +117,19 @@ def test_paired_bench_runs_the_other_checkouts_code_in_alternating_rounds(
         "this": {"switch": 0, "simulators": 0},
         "against": {"switch": 0, "simulators": 0},
     }
+
+
+def test_a_checkout_that_cannot_start_is_named_with_the_end_of_its_log(tmp_path: Path) -> None:
+    broken = _copy_checkout(tmp_path / "broken")
+    with (broken / "switch" / "server.py").open("a") as server:
+        server.write("\nraise SystemExit('this checkout is broken on purpose')\n")
+    network = Network(tmp_path / "work", code_root=broken, baselines=False)
+    with pytest.raises(RuntimeError) as caught, network:
+        pass
+    text = str(caught.value)
+    assert f"from {broken} did not start" in text
+    assert "this checkout is broken on purpose" in text  # the end of its log
+    assert all(p.popen.poll() is not None for p in network.processes.values())
 
 
 class _Reflector(socketserver.BaseRequestHandler):
