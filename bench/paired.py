@@ -1,12 +1,13 @@
 """``switch bench --against DIR``: this checkout's switch against another's, in paired rounds.
 
 On a shared machine two runs an hour apart differ by more than most changes
-do, so one version's table against another's says little. Here both
-versions' networks (simulators and switch, no baselines) are up at once, and
-each round runs the same phases against one then the other, the order
-alternating, so both see the same hour. Each version's own code runs (its
-packages first on its children's PYTHONPATH: ``bench.procs.Network``), and
-both get this checkout's load driver.
+do, so one version's table against another's says little. Here each round
+starts both versions' networks (simulators and switch, no baselines) afresh,
+runs the same phases against one then the other, and stops them; the order,
+of starting and of loading, alternates from round to round, so both
+versions see the same minutes and each goes first as often. Each version's
+own code runs (its packages first on its children's PYTHONPATH:
+``bench.procs.Network``), and both get this checkout's load driver.
 
 The summary is per phase and metric: each version's median over the rounds,
 and in how many rounds this checkout did better than the other (a paired
@@ -123,33 +124,18 @@ def summarise(rounds: Sequence[Mapping[str, Mapping[str, Mapping[str, Any]]]]) -
 def run_paired(
     options: BenchOptions, progress: Callable[[str], None] = lambda text: None
 ) -> dict[str, Any]:
-    """Both versions up at once, ``options.rounds`` rounds; the result as plain data."""
+    """``options.rounds`` rounds of both versions (:func:`_round`); the result as plain data."""
     if options.against is None:
         raise ValueError("run_paired needs options.against")
     roots = {"this": ROOT, "against": options.against.resolve()}
     check_checkout(roots["against"])
-    with tempfile.TemporaryDirectory(prefix="switch-bench-ab-") as tmp, ExitStack() as stack:
+    rounds: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="switch-bench-ab-") as tmp:
         workdir = options.workdir or Path(tmp)
-        runners = {}
-        for name in VERSIONS:
-            progress(f"{name}: starting simulators and switch from {roots[name]}")
-            net = Network(
-                workdir / name,
-                max_connections=options.connections + 10,
-                code_root=roots[name],
-                baselines=False,
-            )
-            stack.enter_context(net)
-            runners[name] = Runner(net, options, _prefixed(progress, name))
-        rounds: list[dict[str, Any]] = []
         for i in range(options.rounds):
             order = VERSIONS if i % 2 == 0 else VERSIONS[::-1]
-            row: dict[str, Any] = {"first": order[0]}
-            for name in order:
-                row[name] = _phases(runners[name], options)
-            rounds.append(row)
+            rounds.append(_round(options, roots, order, workdir / f"round-{i + 1}", progress))
             progress(f"round {i + 1} of {options.rounds} done")
-        codes = {name: runner.net.stop() for name, runner in runners.items()}
     problems = [
         f"round {i + 1}, {name} {phase}: {m['errors']} errors, {m['timeouts']} timeouts"
         for i, row in enumerate(rounds)
@@ -158,7 +144,10 @@ def run_paired(
         if not m["valid"]
     ]
     problems += [
-        f"{name}: a process did not exit 0: {c}" for name, c in codes.items() if any(c.values())
+        f"round {i + 1}, {name}: a process did not exit 0: {codes}"
+        for i, row in enumerate(rounds)
+        for name, codes in row["exit_codes"].items()
+        if any(codes.values())
     ]
     return {
         "machine": machine(),
@@ -168,10 +157,49 @@ def run_paired(
         },
         "rounds": rounds,
         "summary": summarise(rounds),
-        "exit_codes": codes,
+        "exit_codes": {
+            name: {
+                process: next((c for r in rounds if (c := r["exit_codes"][name][process])), 0)
+                for process in rounds[-1]["exit_codes"][name]
+            }
+            for name in VERSIONS
+        },
         "valid": not problems,
         "problems": problems,
     }
+
+
+def _round(
+    options: BenchOptions,
+    roots: Mapping[str, Path],
+    order: Sequence[str],
+    workdir: Path,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """One round: both versions started afresh in ``order``, then loaded in that order.
+
+    Afresh, and started in the order they run: in A/A runs (the same code on
+    both sides) the network started first was 1-12% slower than the other
+    for as long as both were up (6 runs of 6-8 rounds; cause unknown), which
+    alternating only the phases could not cancel.
+    """
+    row: dict[str, Any] = {"first": order[0]}
+    with ExitStack() as stack:
+        runners = {}
+        for name in order:
+            progress(f"{name}: starting simulators and switch from {roots[name]}")
+            net = Network(
+                workdir / name,
+                max_connections=options.connections + 10,
+                code_root=roots[name],
+                baselines=False,
+            )
+            stack.enter_context(net)
+            runners[name] = Runner(net, options, _prefixed(progress, name))
+        for name in order:
+            row[name] = _phases(runners[name], options)
+        row["exit_codes"] = {name: runners[name].net.stop() for name in order}
+    return row
 
 
 def _prefixed(progress: Callable[[str], None], name: str) -> Callable[[str], None]:

@@ -105,6 +105,12 @@ def test_paired_bench_runs_the_other_checkouts_code_in_alternating_rounds(
     assert result["versions"]["this"]["root"] == str(ROOT)
     assert result["versions"]["against"]["root"] == str(other.resolve())
     assert [r["first"] for r in result["rounds"]] == ["this", "against"]
+    # Each round started both versions afresh, in its own folders.
+    work = tmp_path / "work"
+    assert sorted(p.name for p in work.iterdir()) == ["round-1", "round-2"]
+    for round_dir in work.iterdir():
+        for version in ("this", "against"):
+            assert (round_dir / version / "logs" / "switch.log").exists()
     for row in result["rounds"]:
         for version in ("this", "against"):
             assert set(row[version]) == {"closed", "200"}  # the quick rate
