@@ -157,7 +157,7 @@ def run_paired(
         },
         "rounds": rounds,
         "summary": summarise(rounds),
-        "exit_codes": {
+        "exit_codes": {  # per process: the first non-zero exit code of any round, else 0
             name: {
                 process: next((c for r in rounds if (c := r["exit_codes"][name][process])), 0)
                 for process in rounds[-1]["exit_codes"][name]
@@ -178,10 +178,11 @@ def _round(
 ) -> dict[str, Any]:
     """One round: both versions started afresh in ``order``, then loaded in that order.
 
-    Afresh, and started in the order they run: in A/A runs (the same code on
-    both sides) the network started first was 1-12% slower than the other
-    for as long as both were up (6 runs of 6-8 rounds; cause unknown), which
-    alternating only the phases could not cancel.
+    Afresh, and started in the order they run: with both networks left up
+    for a whole run, the one started first was slower for as long as both
+    were up (it lost the closed loop in 33 of 44 rounds over six runs, by
+    1-12%, whichever code it ran; cause unknown), and alternating only the
+    load order could not cancel that.
     """
     row: dict[str, Any] = {"first": order[0]}
     with ExitStack() as stack:
