@@ -183,11 +183,14 @@ def _verdict(result: dict[str, Any]) -> list[str]:
             ok = {">=": value >= target, "<=": value <= target, "<": value < target}[op]
             mark = "met" if ok else "NOT met"
         out.append(f"  {name}: {_num(value)} (target {op} {target:g}) {mark}")
-    if result["valid"]:
-        out.append("run VALID: every request answered 00 in time, 0 errors, 0 timeouts")
-    else:
-        out.append("run INVALID: " + "; ".join(result["problems"]))
+    out.append(_validity(result))
     return out
+
+
+def _validity(result: dict[str, Any]) -> str:
+    if result["valid"]:
+        return "run VALID: every request answered 00 in time, 0 errors, 0 timeouts"
+    return "run INVALID: " + "; ".join(result["problems"])
 
 
 _METRIC_NAMES = {
@@ -240,9 +243,5 @@ def render_paired(result: dict[str, Any]) -> str:
             for r in result["rounds"]
         )
         lines.append(f"  {_phase_name(phase)}: {pairs}")
-    lines.append("")
-    if result["valid"]:
-        lines.append("run VALID: every request answered 00 in time, 0 errors, 0 timeouts")
-    else:
-        lines.append("run INVALID: " + "; ".join(result["problems"]))
+    lines += ["", _validity(result)]
     return "\n".join(lines)

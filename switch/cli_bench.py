@@ -77,7 +77,8 @@ def _bench_modules() -> tuple[Any, Any]:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Another checkout of the switch (e.g. a git worktree of main): run both"
     " versions in paired rounds, the order alternating, and report medians and the"
-    " rounds this one did better in (the switch only; --rate defaults to 1000).",
+    " rounds this one did better in (the switch only; --rate defaults to 1000, or"
+    " to --quick's rate).",
 )
 @click.option(
     "--rounds",
@@ -108,11 +109,11 @@ def bench(
     rate, switch CPU per transaction and RSS, with ratios to (a) the issuer
     simulator alone and (b) the relay in the switch's place.
 
-    With --against DIR, another checkout of the switch: both versions'
-    simulators and switch run at once, in paired rounds (the closed loop and
-    each --rate against one version then the other, the order alternating),
-    and the report gives each version's medians and the rounds this one did
-    better and worse in.
+    With --against DIR, another checkout of the switch: paired rounds, each
+    starting both versions' simulators and switch afresh and running the
+    closed loop and each --rate against one version then the other (the
+    order alternating from round to round); the report gives each version's
+    medians and the rounds this one did better and worse in.
 
     \b
     Examples:
