@@ -28,7 +28,15 @@ from typing import Any
 from bench.procs import ROOT, Network
 from bench.run import BenchOptions, Phase, Runner, machine
 
-__all__ = ["METRICS", "VERSIONS", "check_checkout", "run_paired", "summarise"]
+__all__ = [
+    "METRICS",
+    "VERSIONS",
+    "check_checkout",
+    "commit_of",
+    "prefixed",
+    "run_paired",
+    "summarise",
+]
 
 VERSIONS = ("this", "against")
 # metric -> True when higher is better
@@ -45,7 +53,7 @@ def check_checkout(root: Path) -> None:
         )
 
 
-def _commit(root: Path) -> str | None:
+def commit_of(root: Path) -> str | None:
     try:
         out = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
@@ -153,7 +161,7 @@ def run_paired(
         "machine": machine(),
         "options": {**options.described(), "rounds": options.rounds},
         "versions": {
-            name: {"root": str(roots[name]), "commit": _commit(roots[name])} for name in VERSIONS
+            name: {"root": str(roots[name]), "commit": commit_of(roots[name])} for name in VERSIONS
         },
         "rounds": rounds,
         "summary": summarise(rounds),
@@ -196,12 +204,12 @@ def _round(
                 baselines=False,
             )
             stack.enter_context(net)
-            runners[name] = Runner(net, options, _prefixed(progress, name))
+            runners[name] = Runner(net, options, prefixed(progress, name))
         for name in order:
             row[name] = _phases(runners[name], options)
         row["exit_codes"] = {name: runners[name].net.stop() for name in order}
     return row
 
 
-def _prefixed(progress: Callable[[str], None], name: str) -> Callable[[str], None]:
+def prefixed(progress: Callable[[str], None], name: str) -> Callable[[str], None]:
     return lambda text: progress(f"{name}: {text}")

@@ -30,6 +30,7 @@ import os
 import sqlite3
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -158,6 +159,7 @@ class Network:
         cards: int = 1000,
         code_root: Path | None = None,
         baselines: bool = True,
+        switch_wrapper: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir
         self.cards = cards
@@ -166,6 +168,7 @@ class Network:
         # this); the load driver is always this one's.
         self.code_root = code_root
         self.baselines = baselines  # start the baselines' simulator and the relay
+        self.switch_wrapper = tuple(switch_wrapper)  # the switch runs under it (bench.instructions)
         self.ports = Ports(
             listener=launch.free_port(),
             relay=launch.free_port(),
@@ -220,10 +223,10 @@ class Network:
             simulators="".join(sims),
         )
 
-    def _launch(self, name: str, args: list[str]) -> launch.Process:
+    def _launch(self, name: str, args: list[str], wrapper: Sequence[str] = ()) -> launch.Process:
         root = self.code_root
         env = None if root is None else {"PYTHONPATH": _path_with(str(root))}
-        process = launch.start(name, args, log_dir=self.log_dir, cwd=root, env=env)
+        process = launch.start(name, args, log_dir=self.log_dir, cwd=root, env=env, wrapper=wrapper)
         self.processes[name] = process
         return process
 
@@ -250,7 +253,7 @@ class Network:
                 ["sim", "issuer", "--network", "visa", "--config", str(self.baseline_config_path)],
             )
             self._ready("baseline", self.ports.baseline)
-        self._launch("switch", ["run", "--config", config])
+        self._launch("switch", ["run", "--config", config], self.switch_wrapper)
         self._ready("switch", self.ports.listener)
         self._wait_links_up()
         if not self.baselines:

@@ -72,6 +72,7 @@ class BenchOptions:
     pin: bool = False  # each phase's target on a CPU of its own (bench.procs.plan_pins)
     against: Path | None = None  # another checkout: paired rounds (bench.paired)
     rounds: int = 6  # paired rounds, each version once per round
+    instructions: bool = False  # count the switch's instructions instead (bench.instructions)
 
     def __post_init__(self) -> None:
         if self.arrivals not in ARRIVALS:
@@ -82,6 +83,11 @@ class BenchOptions:
             raise ValueError(f"rounds must be at least 1, not {self.rounds}")
         if self.against is not None and (self.curves or self.soak or self.pin):
             raise ValueError("--against compares two switches: not with --curves, --soak or --pin")
+        if self.instructions and (self.curves or self.soak or self.pin):
+            raise ValueError(
+                "--instructions counts the switch's instructions:"
+                " not with --curves, --soak or --pin"
+            )
 
     def described(self) -> dict[str, Any]:
         """The options every result reports (under ``options``)."""
@@ -172,7 +178,7 @@ class Runner:
         port = self.net.ports.relay if target == "relay" else self.net.ports.baseline
         return ["--port", str(port), "--dialect", "issuer", "--spec", "visa"]
 
-    def phase(
+    def load_command(
         self,
         target: str,
         *,
@@ -181,13 +187,14 @@ class Runner:
         inflight: int = 1,
         rate: float = 0.0,
         duration: float | None = None,
-        sample_every: float = 0.5,
-    ) -> Phase:
+        warmup: float | None = None,
+    ) -> list[str]:
+        """The load driver's command line for one phase against ``target``."""
         opts = self.options
         duration = opts.duration if duration is None else duration
         what = f"{inflight} in flight" if mode == "closed" else f"{rate:.0f} TPS"
         self.progress(f"{target}: {mode} loop, {connections} connection(s), {what}, {duration:g} s")
-        args = [
+        return [
             PYTHON,
             "-m",
             "bench.load",
@@ -205,8 +212,30 @@ class Runner:
             "--duration",
             str(duration),
             "--warmup",
-            str(opts.warmup),
+            str(opts.warmup if warmup is None else warmup),
         ]
+
+    def phase(
+        self,
+        target: str,
+        *,
+        mode: str,
+        connections: int,
+        inflight: int = 1,
+        rate: float = 0.0,
+        duration: float | None = None,
+        sample_every: float = 0.5,
+    ) -> Phase:
+        opts = self.options
+        duration = opts.duration if duration is None else duration
+        args = self.load_command(
+            target,
+            mode=mode,
+            connections=connections,
+            inflight=inflight,
+            rate=rate,
+            duration=duration,
+        )
         process = "baseline" if target == "issuer" else target
         if opts.pin:
             driver_cpus = self.net.pin_for(process)

@@ -85,6 +85,13 @@ def _bench_modules() -> tuple[Any, Any]:
     type=click.IntRange(min=1),
     help="With --against: rounds, each version once per round [6].",
 )
+@click.option(
+    "--instructions",
+    is_flag=True,
+    help="Count the switch's instructions per transaction under valgrind's callgrind,"
+    " alone (8 TPS) and batched (closed loop): the code path's work, the same from run"
+    " to run (with --against, for both versions). Needs valgrind.",
+)
 @json_option
 def bench(
     duration: float | None,
@@ -99,6 +106,7 @@ def bench(
     workdir: Path | None,
     against: Path | None,
     rounds: int | None,
+    instructions: bool,
     as_json: bool,
 ) -> None:
     """Measure the switch against two baselines on this machine.
@@ -108,6 +116,11 @@ def bench(
     another process, and reports closed-loop TPS, open-loop latency at each
     rate, switch CPU per transaction and RSS, with ratios to (a) the issuer
     simulator alone and (b) the relay in the switch's place.
+
+    With --instructions, the switch runs under valgrind's callgrind and the
+    report is its instructions per transaction in two windows: alone (an open
+    loop at 8 TPS) and batched (the closed loop). A count, not a timing: the
+    same code repeats it, where times on a shared machine do not.
 
     With --against DIR, another checkout of the switch: paired rounds, each
     starting both versions' simulators and switch afresh and running the
@@ -124,10 +137,17 @@ def bench(
         switch bench --pin --rate 1000
         switch bench --rate 1000 --arrivals poisson
         switch bench --against ../main --rounds 8 --duration 8
+        switch bench --instructions --against ../main
     """
     run_mod, report_mod = _bench_modules()
-    if rounds is not None and against is None:
-        raise UsageError("--rounds needs --against")
+    if rounds is not None and (against is None or instructions):
+        raise UsageError("--rounds needs --against (timed rounds; --instructions has none)")
+    if instructions and (rates or arrivals):
+        raise UsageError("--instructions runs its own windows: not with --rate or --arrivals")
+    if instructions:
+        why = importlib.import_module("bench.instructions").callgrind_missing()
+        if why is not None:
+            raise UsageError(f"--instructions {why}")
     if against is not None and not rates and not quick:
         rates = (1000.0,)  # the open-loop rate of the p99 target
     overrides: dict[str, Any] = {
@@ -144,6 +164,7 @@ def bench(
             ("workdir", workdir),
             ("against", against),
             ("rounds", rounds),
+            ("instructions", instructions or None),
         )
         if value is not None
     }
@@ -156,26 +177,28 @@ def bench(
     def progress(text: str) -> None:
         click.echo(f"bench: {text}", err=True)
 
-    paired = None
     if against is not None:
-        paired = importlib.import_module("bench.paired")
         try:
-            paired.check_checkout(against.resolve())
+            importlib.import_module("bench.paired").check_checkout(against.resolve())
         except ValueError as exc:
             raise UsageError(f"--against: {exc}") from None
+    if instructions:
+        run, render = (
+            importlib.import_module("bench.instructions").run_instructions,
+            (report_mod.render_instructions),
+        )
+    elif against is not None:
+        run, render = importlib.import_module("bench.paired").run_paired, report_mod.render_paired
+    else:
+        run, render = run_mod.run_bench, report_mod.render
     try:
-        if paired is None:
-            result = run_mod.run_bench(options, progress)
-        else:
-            result = paired.run_paired(options, progress)
+        result = run(options, progress)
     except (OSError, RuntimeError, TimeoutError) as exc:
         raise click.ClickException(f"bench could not run: {exc}") from None
     if as_json:
         echo_json(result)
-    elif against is None:
-        click.echo(report_mod.render(result))
     else:
-        click.echo(report_mod.render_paired(result))
+        click.echo(render(result))
     if not result["valid"]:
         sys.exit(1)
 

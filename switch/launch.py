@@ -82,18 +82,20 @@ def start(
     log_dir: Path,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Process:
     """Run ``switch <args>`` as a child process, output to ``log_dir/<name>.log``.
 
     ``env``: variables set for the child on top of this process's own (e.g. a
-    PYTHONPATH that makes it run another checkout's code).
+    PYTHONPATH that makes it run another checkout's code). ``wrapper``: a
+    command the Python process runs under (e.g. valgrind and its options).
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "switch.cli", *args],
+            [*wrapper, sys.executable, "-m", "switch.cli", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

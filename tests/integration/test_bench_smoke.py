@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from bench.instructions import callgrind_missing
 from bench.load import arrival_times
 from bench.procs import Network, python_env
 from switch.launch import free_port, start, wait_for_port
@@ -123,6 +124,43 @@ def test_paired_bench_runs_the_other_checkouts_code_in_alternating_rounds(
         "this": {"switch": 0, "simulators": 0},
         "against": {"switch": 0, "simulators": 0},
     }
+
+
+@pytest.mark.skipif(callgrind_missing() is not None, reason=str(callgrind_missing()))
+def test_instruction_counts_tell_a_heavier_switch_from_this_one(tmp_path: Path) -> None:
+    # A copy of this checkout whose processor does 20,000 loop turns more per
+    # request: its count per transaction must rise by hundreds of thousands,
+    # alone and batched.
+    heavier = _copy_checkout(tmp_path / "heavier")
+    with (heavier / "switch" / "processor.py").open("a") as processor:
+        processor.write(
+            "\n_handle = Processor.handle\n"
+            "async def _heavier(self, *args, **kwargs):\n"
+            "    sum(range(20_000))\n"
+            "    return await _handle(self, *args, **kwargs)\n"
+            "Processor.handle = _heavier\n"
+        )
+    result = _quick_bench(tmp_path / "work", "--instructions", "--against", str(heavier))
+
+    assert result["valid"] is True, result["problems"]
+    this, other = result["versions"]["this"], result["versions"]["against"]
+    assert this["root"] == str(ROOT) and other["root"] == str(heavier.resolve())
+    for version in (this, other):
+        assert version["exit_codes"] == {"switch": 0, "simulators": 0}
+        alone, batched = version["alone"], version["batched"]
+        for window in (alone, batched):
+            assert window["valid"] and window["errors"] == 0 and window["timeouts"] == 0
+            assert window["transactions"] == window["answered"] > 0
+            assert window["per_txn"] == round(window["instructions"] / window["transactions"])
+        # Alone, most transactions' two journal commits are their own; batched, shared.
+        assert alone["commits_per_txn"] > 1.0
+        assert batched["commits_per_txn"] < alone["commits_per_txn"]
+        assert batched["per_txn"] < alone["per_txn"]
+    for window in ("alone", "batched"):
+        assert other[window]["per_txn"] - this[window]["per_txn"] > 300_000
+    assert result["ratios"]["alone"] < 0.9 and result["ratios"]["batched"] < 0.9
+    # The dumps are kept with the rest of the run's files.
+    assert list((tmp_path / "work" / "this").glob("callgrind.out.*.1"))
 
 
 def test_a_checkout_that_cannot_start_is_named_with_the_end_of_its_log(tmp_path: Path) -> None:
