@@ -5,11 +5,12 @@ Time on a shared machine moves by more than most changes do (see
 switch runs under valgrind's callgrind with its counting off, so it starts
 and warms up at valgrind's base speed, and the count is turned on only for
 each measured window (``callgrind_control``): the instructions executed in
-the switch process's user space (all its threads; never the kernel's) from
-the first request of a window to the last answer, divided by the
-transactions answered in it. Run twice, the same code gives the same count
-to within ~0.2% for transactions alone and ~2% batched (batch sizes follow
-the timing of the processes around the switch).
+the switch process's user space (all its threads; never the kernel's)
+while the window's load runs, its connections opened and closed included,
+divided by the transactions answered in it. Run again, the same code gives
+the same count alone to within ~0.3%; batched only to within ~10%, since
+batch sizes (and the loop passes that wait on SQLite's lock) follow the
+timing of the processes around the switch.
 
 What it measures is the code path's work, not time. Two windows:
 
