@@ -6,8 +6,9 @@ switch runs under valgrind's callgrind with its counting off, so it starts
 and warms up at valgrind's base speed, and the count is turned on only for
 each measured window (``callgrind_control``): the instructions executed in
 the switch process's user space (all its threads; never the kernel's)
-while the window's load runs, its connections opened and closed included,
-divided by the transactions answered in it. Run again, the same code gives
+from the moment the window's driver is connected until its last answer is
+in (``bench.load --handshake``: no connecting or closing counted), divided
+by the transactions answered in it. Run again, the same code gives
 the same count alone to within ~0.3%; batched only to within ~10%, since
 batch sizes (and the loop passes that wait on SQLite's lock) follow the
 timing of the processes around the switch.
@@ -38,6 +39,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.load import HANDSHAKE_CONNECTED, HANDSHAKE_DRAINED
 from bench.paired import check_checkout, commit_of, prefixed
 from bench.procs import ROOT, Network, python_env
 from bench.run import BenchOptions, Runner, machine
@@ -182,13 +184,33 @@ def _window(
     workdir: Path,
     part: int,
 ) -> dict[str, Any]:
-    """Count one window: status read, counting on, the load, a dump, counting off."""
+    """Count one window: the driver connected, counting on, its load until drained,
+    a dump, counting off, then the driver closes (``bench.load``'s handshake)."""
     pid = net.pid("switch")
     batches0 = net.switch_status()["journal"]["batches"]
-    _callgrind("--instr=on", pid)
-    load = _load(runner.load_command("switch", warmup=0, **shape))
-    _callgrind("--dump", pid)  # counts since the last dump, then starts again from 0
-    _callgrind("--instr=off", pid)
+    args = [*runner.load_command("switch", warmup=0, **shape), "--handshake"]
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=python_env(),
+    )
+    try:
+        _until(proc, HANDSHAKE_CONNECTED)
+        _callgrind("--instr=on", pid)
+        _go(proc)
+        _until(proc, HANDSHAKE_DRAINED)
+        _callgrind("--dump", pid)  # counts since the last dump, then starts again from 0
+        _callgrind("--instr=off", pid)
+        out, err = proc.communicate(b"\n", timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"load driver failed ({proc.returncode}): {err.decode()[-2000:]}")
+    load = dict(json.loads(out))
     batches = net.switch_status()["journal"]["batches"] - batches0
     instructions = dumped_instructions((workdir / f"{_OUT}.{pid}.{part}").read_text())
     answered = load["answered"]
@@ -213,6 +235,26 @@ def _load(args: list[str]) -> dict[str, Any]:
             f"load driver failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}"
         )
     return dict(json.loads(proc.stdout))
+
+
+def _until(proc: subprocess.Popen[bytes], marker: str) -> None:
+    """Read the driver's stderr up to ``marker``; RuntimeError if it ends first."""
+    assert proc.stderr is not None
+    seen: list[str] = []
+    while line := proc.stderr.readline().decode(errors="replace"):
+        if line.rstrip("\n") == marker:
+            return
+        seen.append(line)
+    proc.wait()
+    raise RuntimeError(
+        f"load driver ended ({proc.returncode}) before {marker!r}: {''.join(seen)[-2000:]}"
+    )
+
+
+def _go(proc: subprocess.Popen[bytes]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(b"\n")
+    proc.stdin.flush()
 
 
 def _callgrind(command: str, pid: int) -> None:

@@ -91,6 +91,11 @@ class LoadSpec:
     cards: int = 1000  # requests cycle over bench_pans(cards): see bench_pans
     amount: int = 1  # minor units: a long run must not exhaust the card
     samples: bool = False  # include every latency sample (ms) in the result
+    # Say HANDSHAKE_CONNECTED on stderr once connected and wait for a line on
+    # stdin before the first request; once drained, say HANDSHAKE_DRAINED and
+    # wait again before closing: the parent's window holds exactly this run's
+    # requests and answers, no connecting or closing (bench.instructions).
+    handshake: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -397,6 +402,8 @@ class _Driver:
                 1 if i < spec.inflight % spec.connections else 0
             )
             conns.append(conn)
+        if spec.handshake:
+            await _handshake(HANDSHAKE_CONNECTED)
         cpu0 = _cpu_seconds()
         wait0, wall0 = runq_wait_s(), time.perf_counter()
         async with trio.open_nursery() as nursery:
@@ -419,6 +426,8 @@ class _Driver:
             with trio.move_on_after(spec.timeout + 1):
                 await self.drained.wait()
             nursery.cancel_scope.cancel()
+        if spec.handshake:
+            await _handshake(HANDSHAKE_DRAINED)
         for conn in conns:
             self.result.timeouts += len(conn.waiting)
             await conn.stream.aclose()
@@ -444,6 +453,17 @@ class _Driver:
         }
         if self.spec.samples:
             result.samples_ms = [round(s, 3) for s in self.samples]
+
+
+HANDSHAKE_CONNECTED = "bench.load: connected"
+HANDSHAKE_DRAINED = "bench.load: drained"
+
+
+async def _handshake(line: str) -> None:
+    """Tell the parent where the run is (stderr) and wait for its go (a line on stdin)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    await trio.to_thread.run_sync(sys.stdin.readline)
 
 
 def _trio_time(perf: float) -> float:
@@ -505,6 +525,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cards", type=int, default=defaults.cards)
     parser.add_argument("--amount", type=int, default=defaults.amount)
     parser.add_argument("--samples", action="store_true", help="include every latency sample")
+    parser.add_argument(
+        "--handshake",
+        action="store_true",
+        help="wait for a line on stdin once connected and again once drained (see LoadSpec)",
+    )
     parser.add_argument(
         "--cpus", type=_cpu_list, help="run on these CPUs only, e.g. 1 or 1,2 (switch bench --pin)"
     )

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from bench.instructions import callgrind_missing
-from bench.load import arrival_times
+from bench.load import HANDSHAKE_CONNECTED, HANDSHAKE_DRAINED, arrival_times
 from bench.procs import Network, python_env
 from switch.launch import free_port, start, wait_for_port
 from switch.stages import STAGES
@@ -257,3 +257,53 @@ def test_open_loop_sends_every_request_its_schedule_makes_due(
     assert result["valid"] is True, result["error_examples"]
     assert result["answered"] == result["sent"]
     assert result["arrivals"] == arrivals
+
+
+class _Recorder(socketserver.BaseRequestHandler):
+    """A target that answers nothing and records what it got and when it saw EOF."""
+
+    server: _RecordingServer
+
+    def handle(self) -> None:
+        while data := self.request.recv(4096):
+            self.server.received.append(data)
+        self.server.closed.set()
+
+
+class _RecordingServer(socketserver.ThreadingTCPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Recorder)
+        self.received: list[bytes] = []
+        self.closed = threading.Event()
+
+
+def test_a_handshaking_driver_sends_only_when_told_and_closes_only_when_told() -> None:
+    with _RecordingServer() as target:
+        threading.Thread(target=target.serve_forever, daemon=True).start()
+        args = ["--port", str(target.server_address[1]), "--connections", "1", "--mode", "open"]
+        args += ["--rate", "50", "--duration", "0.2", "--warmup", "0", "--timeout", "0.5"]
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "bench.load", *args, "--handshake"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=python_env(),
+            cwd=ROOT,
+        )
+        assert driver.stdin is not None and driver.stderr is not None
+        try:
+            assert driver.stderr.readline().decode().strip() == HANDSHAKE_CONNECTED
+            assert target.received == []
+            driver.stdin.write(b"\n")
+            driver.stdin.flush()
+            assert driver.stderr.readline().decode().strip() == HANDSHAKE_DRAINED
+            assert target.received  # the run's requests went out
+            assert not target.closed.is_set()  # and the connection is still open
+            out, _ = driver.communicate(b"\n", timeout=30)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+        assert target.closed.wait(10)
+        assert driver.returncode == 0
+        result = json.loads(out)
+        assert result["sent"] == 10 and result["answered"] == 0 and result["timeouts"] == 10
