@@ -9,7 +9,7 @@ the switch process's user space (all its threads; never the kernel's)
 from the moment the window's driver is connected until its last answer is
 in (``bench.load --handshake``: no connecting or closing counted), divided
 by the transactions answered in it. Run again, the same code gives
-the same count alone to within ~0.5%; batched only to within ~10%, since
+the same count alone to within ~1%; batched only to within ~10%, since
 batch sizes (and the loop passes that wait on SQLite's lock) follow the
 timing of the processes around the switch.
 

@@ -289,7 +289,7 @@ def render_instructions(result: dict[str, Any]) -> str:
         lines += [
             "",
             f"this / against: alone {_num(r['alone'], 4)}, batched {_num(r['batched'], 4)}"
-            " (a count, not a timing: the same code repeats it within ~0.5% alone,"
+            " (a count, not a timing: the same code repeats it within ~1% alone,"
             " ~10% batched)",
         ]
     lines += ["", _validity(result)]

@@ -89,7 +89,7 @@ def _bench_modules() -> tuple[Any, Any]:
     "--instructions",
     is_flag=True,
     help="Count the switch's instructions per transaction under valgrind's callgrind,"
-    " alone (8 TPS) and batched (closed loop): the code path's work, repeated to ~0.5%"
+    " alone (8 TPS) and batched (closed loop): the code path's work, repeated to ~1%"
     " alone and ~10% batched (with --against, for both versions). Needs valgrind.",
 )
 @json_option
@@ -120,7 +120,7 @@ def bench(
     With --instructions, the switch runs under valgrind's callgrind and the
     report is its instructions per transaction in two windows: alone (an open
     loop at 8 TPS) and batched (the closed loop). A count, not a timing: the
-    same code repeats it alone to ~0.5%, where times here move by 10-20%.
+    same code repeats it alone to ~1%, where times here move by 10-20%.
 
     With --against DIR, another checkout of the switch: paired rounds, each
     starting both versions' simulators and switch afresh and running the
