@@ -92,6 +92,7 @@ class _Plan:
         "header",
         "hex_bitmap",
         "mti_enc",
+        "numbers",
         "numeric",
         "spec",
     )
@@ -110,6 +111,8 @@ class _Plan:
         self.carried = frozenset(_NON_FIELDS | (set(spec.fields) - {"65"}))
         self.numeric = frozenset(k for k, fd in spec.fields.items() if fd.numeric)
         self.fields: dict[int, _Layout] = {}
+        # Field key -> number for every key with a layout (encode's bitmap).
+        self.numbers: dict[str, int] = {}
         for key, fs in pyiso.items():
             if not key.isdigit() or key in ("1", "65"):
                 continue
@@ -125,6 +128,7 @@ class _Plan:
                 pad,
                 *_latin1_tables(str(fs["data_enc"])),
             )
+            self.numbers[key] = int(key)
 
 
 _PLANS: dict[int, _Plan] = {}
@@ -342,7 +346,11 @@ def _fast_encode(message: Mapping[str, str], plan: _Plan) -> bytes | None:
         if plan.bcd_mti and len(mti) != 4:  # fromhex skips spaces, a2b_hex does not
             return None
         parts.append(raw)
-        numbers = sorted(int(k) for k in message if k.isdigit() and k != "1")
+        known = plan.numbers
+        numbers = [known[k] for k in message if k in known]
+        if len(numbers) + ("h" in message) + ("t" in message) != len(message):
+            return None  # a key without a layout (or a bitmap key): pyiso8583 decides
+        numbers.sort()
         bitmap = 0
         for number in numbers:
             bitmap |= 1 << (128 - number)
