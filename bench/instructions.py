@@ -11,7 +11,9 @@ in (``bench.load --handshake``: no connecting or closing counted), divided
 by the transactions answered in it. Run again, the same code gives
 the same count alone to within ~1%; batched only to within ~10%, since
 batch sizes (and the loop passes that wait on SQLite's lock) follow the
-timing of the processes around the switch.
+timing of the processes around the switch. For the same reason a slower
+version gathers bigger batches, which lowers its batched count: compare
+versions by the alone window.
 
 What it measures is the code path's work, not time. Two windows:
 

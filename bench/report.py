@@ -290,7 +290,7 @@ def render_instructions(result: dict[str, Any]) -> str:
             "",
             f"this / against: alone {_num(r['alone'], 4)}, batched {_num(r['batched'], 4)}"
             " (a count, not a timing: the same code repeats it within ~1% alone,"
-            " ~10% batched)",
+            " ~10% batched; a slower version batches more, so judge by alone)",
         ]
     lines += ["", _validity(result)]
     return "\n".join(lines)

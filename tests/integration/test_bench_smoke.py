@@ -129,8 +129,10 @@ def test_paired_bench_runs_the_other_checkouts_code_in_alternating_rounds(
 @pytest.mark.skipif(callgrind_missing() is not None, reason=str(callgrind_missing()))
 def test_instruction_counts_tell_a_heavier_switch_from_this_one(tmp_path: Path) -> None:
     # A copy of this checkout whose processor does 5,000 loop turns more per
-    # request: its count per transaction must rise well beyond the window's
-    # noise (~10% batched in --quick's short windows), alone and batched.
+    # request: alone, its count per transaction must rise well beyond the
+    # window's noise (~1%). Batched counts are not compared: a slower switch
+    # gathers bigger batches, which cut its count per transaction (the
+    # batched ratio, this over the heavier copy, was 0.71 once and 1.20 once).
     heavier = _copy_checkout(tmp_path / "heavier")
     with (heavier / "switch" / "processor.py").open("a") as processor:
         processor.write(
@@ -155,8 +157,9 @@ def test_instruction_counts_tell_a_heavier_switch_from_this_one(tmp_path: Path) 
         # Batched, transactions share journal commits; alone, far fewer do.
         assert batched["commits_per_txn"] < alone["commits_per_txn"]
         assert batched["per_txn"] < alone["per_txn"]
-    # Seen: alone 2.02 against 3.18 million, batched 1.13 against 1.59 million.
-    assert result["ratios"]["alone"] < 0.85 and result["ratios"]["batched"] < 0.9
+    # Seen: alone 2.02 against 3.18 million (0.64) and 0.65.
+    assert result["ratios"]["alone"] < 0.85
+    assert result["ratios"]["batched"] is not None
     # The dumps are kept with the rest of the run's files.
     assert list((tmp_path / "work" / "this").glob("callgrind.out.*.1"))
 
