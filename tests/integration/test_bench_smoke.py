@@ -128,9 +128,10 @@ def test_paired_bench_runs_the_other_checkouts_code_in_alternating_rounds(
 
 @pytest.mark.skipif(callgrind_missing() is not None, reason=str(callgrind_missing()))
 def test_instruction_counts_tell_a_heavier_switch_from_this_one(tmp_path: Path) -> None:
-    # A copy of this checkout whose processor does 5,000 loop turns more per
+    # A copy of this checkout whose processor does 20,000 loop turns more per
     # request: alone, its count per transaction must rise well beyond the
-    # window's noise (~1%). Batched counts are not compared: a slower switch
+    # noise of --quick's short windows (A/A ratios 0.88-1.14 seen; ~1% in
+    # full windows). Batched counts are not compared: a slower switch
     # gathers bigger batches, which cut its count per transaction (the
     # batched ratio, this over the heavier copy, was 0.71 once and 1.20 once).
     heavier = _copy_checkout(tmp_path / "heavier")
@@ -138,7 +139,7 @@ def test_instruction_counts_tell_a_heavier_switch_from_this_one(tmp_path: Path) 
         processor.write(
             "\n_handle = Processor.handle\n"
             "async def _heavier(self, *args, **kwargs):\n"
-            "    sum(range(5_000))\n"
+            "    sum(range(20_000))\n"
             "    return await _handle(self, *args, **kwargs)\n"
             "Processor.handle = _heavier\n"
         )
@@ -157,8 +158,8 @@ def test_instruction_counts_tell_a_heavier_switch_from_this_one(tmp_path: Path) 
         # Batched, transactions share journal commits; alone, far fewer do.
         assert batched["commits_per_txn"] < alone["commits_per_txn"]
         assert batched["per_txn"] < alone["per_txn"]
-    # Seen: alone 2.02 against 3.18 million (0.64) and 0.65.
-    assert result["ratios"]["alone"] < 0.85
+    # Seen with 20,000 turns: 0.34-0.36.
+    assert result["ratios"]["alone"] < 0.7
     assert result["ratios"]["batched"] is not None
     # The dumps are kept with the rest of the run's files.
     assert list((tmp_path / "work" / "this").glob("callgrind.out.*.1"))
