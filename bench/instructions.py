@@ -210,9 +210,7 @@ def _window(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    if proc.returncode != 0:
-        raise RuntimeError(f"load driver failed ({proc.returncode}): {err.decode()[-2000:]}")
-    load = dict(json.loads(out))
+    load = _driver_result(proc.returncode, out, err)
     batches = net.switch_status()["journal"]["batches"] - batches0
     instructions = dumped_instructions((workdir / f"{_OUT}.{pid}.{part}").read_text())
     answered = load["answered"]
@@ -232,11 +230,14 @@ def _window(
 
 def _load(args: list[str]) -> dict[str, Any]:
     proc = subprocess.run(args, capture_output=True, env=python_env(), timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"load driver failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}"
-        )
-    return dict(json.loads(proc.stdout))
+    return _driver_result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _driver_result(returncode: int, out: bytes, err: bytes) -> dict[str, Any]:
+    """The load driver's JSON result; RuntimeError with its stderr when it failed."""
+    if returncode != 0:
+        raise RuntimeError(f"load driver failed ({returncode}): {err.decode()[-2000:]}")
+    return dict(json.loads(out))
 
 
 def _until(proc: subprocess.Popen[bytes], marker: str) -> None:

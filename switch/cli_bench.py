@@ -182,15 +182,13 @@ def bench(
             importlib.import_module("bench.paired").check_checkout(against.resolve())
         except ValueError as exc:
             raise UsageError(f"--against: {exc}") from None
+    run, render = run_mod.run_bench, report_mod.render
     if instructions:
-        run, render = (
-            importlib.import_module("bench.instructions").run_instructions,
-            (report_mod.render_instructions),
-        )
+        run = importlib.import_module("bench.instructions").run_instructions
+        render = report_mod.render_instructions
     elif against is not None:
-        run, render = importlib.import_module("bench.paired").run_paired, report_mod.render_paired
-    else:
-        run, render = run_mod.run_bench, report_mod.render
+        run = importlib.import_module("bench.paired").run_paired
+        render = report_mod.render_paired
     try:
         result = run(options, progress)
     except (OSError, RuntimeError, TimeoutError) as exc:
