@@ -26,6 +26,7 @@ every thread of a process (threads it starts later inherit it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -106,6 +107,43 @@ def cpu_seconds(pid: int) -> float:
         # Fields after the ")" closing the command name; utime, stime are 14, 15.
         after = f.read().rsplit(")", 1)[1].split()
     return (int(after[11]) + int(after[12])) / _TICKS
+
+
+def machine_cpu(proc: Path = Path("/proc")) -> tuple[float, float] | None:
+    """(busy, steal) CPU seconds of the whole machine so far, every core, from
+    ``/proc/stat``; None where it cannot be read.
+
+    Busy is every state but idle and waiting for I/O (user, nice, system,
+    irq, softirq). Steal is time a virtual CPU of this machine was due and
+    the hypervisor ran something else (0 where the VM does not say).
+    """
+    try:
+        first = (proc / "stat").read_text().split("\n", 1)[0].split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, first[1:9])
+    except (OSError, ValueError):
+        return None
+    if first[0] != "cpu":
+        return None
+    return (user + nice + system + irq + softirq) / _TICKS, steal / _TICKS
+
+
+def machine_load(
+    start: tuple[float, float] | None,
+    end: tuple[float, float] | None,
+    wall_s: float,
+    bench_cpu_s: float,
+) -> dict[str, float] | None:
+    """The machine over a phase, from two :func:`machine_cpu` readings: cores
+    busy, cores busy outside the bench (``bench_cpu_s``: what the bench's own
+    processes spent meanwhile) and steal in ms per second."""
+    if start is None or end is None or wall_s <= 0:
+        return None
+    busy = end[0] - start[0]
+    return {
+        "busy_cores": round(busy / wall_s, 2),
+        "outside_cores": round(max(0.0, busy - bench_cpu_s) / wall_s, 2),
+        "steal_ms_per_s": round((end[1] - start[1]) / wall_s * 1000, 1),
+    }
 
 
 def rss_kib(pid: int) -> tuple[int, int]:
@@ -287,6 +325,14 @@ class Network:
 
     def pid(self, name: str) -> int:
         return self.processes[name].popen.pid
+
+    def cpu_seconds(self) -> float:
+        """CPU so far of every process of the network (0 for one that has ended)."""
+        total = 0.0
+        for process in self.processes.values():
+            with contextlib.suppress(OSError):  # ended and reaped
+                total += cpu_seconds(process.popen.pid)
+        return total
 
     def switch_status(self) -> dict[str, Any]:
         """What ``switch status --json`` shows, asked over the switch's admin socket."""

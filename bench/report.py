@@ -29,6 +29,21 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [_row(header, widths), *(_row(r, widths) for r in rows)]
 
 
+def _busy(phase: dict[str, Any]) -> str:
+    machine = phase.get("machine")
+    if not machine:
+        return "-"
+    return f"{machine['busy_cores']:.2f} ({machine['outside_cores']:.2f})"
+
+
+def _max_steal(result: dict[str, Any]) -> float:
+    phases = [
+        *result["closed"].values(),
+        *(p for by in result["open"].values() for p in by.values()),
+    ]
+    return max(((p.get("machine") or {}).get("steal_ms_per_s", 0.0) for p in phases), default=0.0)
+
+
 def render(result: dict[str, Any]) -> str:
     m = result["machine"]
     o = result["options"]
@@ -57,11 +72,12 @@ def render(result: dict[str, Any]) -> str:
                 _num(lat["p99"], 2),
                 _num(p["cpu_us_per_txn"]),
                 _num(p["rss_mib"]["peak"]),
+                _busy(p),
                 f"{p['errors']}/{p['timeouts']}",
             ]
         )
     lines += _table(
-        ["target", "TPS", "p50 ms", "p99 ms", "CPU us/txn", "RSS MiB", "err/t-out"], rows
+        ["target", "TPS", "p50 ms", "p99 ms", "CPU us/txn", "RSS MiB", "busy", "err/t-out"], rows
     )
     arrivals = o.get("arrivals", "even")
     lines += ["", f"open loop latency, ms (p50 / p95 / p99 / max); {arrivals} arrivals"]
@@ -78,14 +94,24 @@ def render(result: dict[str, Any]) -> str:
                     _num(p["cpu_us_per_txn"]),
                     f"{_num(p.get('target_runq_wait_ms_per_s'))}"
                     f" / {_num(p.get('driver_runq_wait_ms_per_s'))}",
+                    _busy(p),
                     f"{p['errors']}/{p['timeouts']}",
                 ]
             )
-    lines += _table(["rate", "target", "latency", "CPU us/txn", "no core ms/s", "err/t-out"], rows)
+    lines += _table(
+        ["rate", "target", "latency", "CPU us/txn", "no core ms/s", "busy", "err/t-out"], rows
+    )
     lines += [
         "  no core: ms of each second the target's / the driver's event loop was"
-        " runnable but waited for a CPU (co-located processes contending)"
+        " runnable but waited for a CPU (co-located processes contending)",
+        f"  busy: cores of the {m['cores']} the machine kept busy during the phase"
+        " (in brackets: outside the bench's own processes)",
     ]
+    steal = _max_steal(result)
+    if steal:
+        lines += [
+            f"  the hypervisor took up to {_num(steal)} ms per second from this machine (steal)"
+        ]
     rows = []
     for rate, by in result["open"].items():
         stages = by["switch"].get("stages_ms")

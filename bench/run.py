@@ -29,6 +29,7 @@ import json
 import math
 import os
 import platform
+import resource
 import subprocess
 import tempfile
 import threading
@@ -39,7 +40,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import ARRIVALS, runq_wait_ms_per_s, runq_wait_s
-from bench.procs import PYTHON, Network, cpu_seconds, plan_pins, python_env, rss_kib
+from bench.procs import (
+    PYTHON,
+    Network,
+    cpu_seconds,
+    machine_cpu,
+    machine_load,
+    plan_pins,
+    python_env,
+    rss_kib,
+)
 from switch.config import SwitchSettings
 from switch.recent import SLICES
 from switch.stages import between, percentiles
@@ -144,6 +154,7 @@ class Phase:
     rss_samples_kib: list[int] = field(default_factory=list)
     runq_wait_ms_per_s: float | None = None  # the target's event loop (load.runq_wait_s)
     stages_ms: dict[str, Any] | None = None  # the switch's own split (switch.stages)
+    machine: dict[str, float] | None = None  # the whole machine meanwhile (procs.machine_load)
 
     @property
     def cpu_us_per_txn(self) -> float | None:
@@ -158,6 +169,7 @@ class Phase:
             "cpu_us_per_txn": self.cpu_us_per_txn,
             "target_runq_wait_ms_per_s": self.runq_wait_ms_per_s,
             **({"stages_ms": self.stages_ms} if self.stages_ms is not None else {}),
+            **({"machine": self.machine} if self.machine is not None else {}),
             "rss_mib": {
                 "start": round(self.rss_kib_start / 1024, 1),
                 "end": round(self.rss_kib_end / 1024, 1),
@@ -243,6 +255,7 @@ class Runner:
         pid = self.net.pid(process)
         buckets0 = self.net.stage_buckets() if target == "switch" else None
         cpu0 = cpu_seconds(pid)
+        machine0, bench0 = machine_cpu(), self.net.cpu_seconds() + _own_cpu_seconds()
         wait0, wall0 = runq_wait_s(pid), time.perf_counter()
         rss_start = rss_kib(pid)[0]
         samples: list[int] = []
@@ -256,7 +269,14 @@ class Runner:
         out, err = proc.communicate(timeout=duration + opts.warmup + 120)
         sampler.join()
         cpu1 = cpu_seconds(pid)
-        wait = runq_wait_ms_per_s(wait0, runq_wait_s(pid), time.perf_counter() - wall0)
+        wall = time.perf_counter() - wall0
+        wait = runq_wait_ms_per_s(wait0, runq_wait_s(pid), wall)
+        machine = machine_load(
+            machine0,
+            machine_cpu(),
+            wall,
+            self.net.cpu_seconds() + _own_cpu_seconds() - bench0,
+        )
         rss_end, rss_peak = rss_kib(pid)
         if proc.returncode != 0:
             raise RuntimeError(f"load driver failed ({proc.returncode}): {err.decode()[-2000:]}")
@@ -269,10 +289,19 @@ class Runner:
             rss_kib_peak=rss_peak,
             rss_samples_kib=samples,
             runq_wait_ms_per_s=wait,
+            machine=machine,
             stages_ms=None
             if buckets0 is None
             else percentiles(between(buckets0, self.net.stage_buckets()), (50, 99)),
         )
+
+
+def _own_cpu_seconds() -> float:
+    """CPU of this process (every thread) and of its children that have ended
+    and been waited for: the load driver of a phase, once it has returned."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + ended.ru_utime + ended.ru_stime
 
 
 def _sample_rss(pid: int, proc: subprocess.Popen[bytes], out: list[int], every: float) -> None:

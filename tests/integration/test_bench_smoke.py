@@ -24,6 +24,7 @@ import pytest
 from bench.instructions import callgrind_missing
 from bench.load import HANDSHAKE_CONNECTED, HANDSHAKE_DRAINED, arrival_times
 from bench.procs import Network, python_env
+from bench.report import render
 from switch.launch import free_port, start, wait_for_port
 from switch.stages import STAGES
 
@@ -81,10 +82,28 @@ def test_quick_bench_is_a_valid_run_with_every_number_reported(tmp_path: Path) -
         assert phase["rss_mib"]["peak"] > 0
         for waited in (phase["target_runq_wait_ms_per_s"], phase["driver_runq_wait_ms_per_s"]):
             assert waited is None or 0 <= waited <= 1000  # None without schedstat
+        # The machine over the phase: the bench's own processes were busy, so
+        # what ran outside them is less than all that ran.
+        machine = phase["machine"]
+        assert 0 <= machine["outside_cores"] < machine["busy_cores"]
+        assert machine["busy_cores"] <= result["machine"]["cores"] + 0.05
+        assert machine["steal_ms_per_s"] >= 0
     for base in ("vs_issuer", "vs_relay"):
         assert set(result["ratios"][base]) == {"closed_loop_tps", "cpu_us_per_txn", "p99_by_rate"}
     assert result["journal"]["transactions"] >= result["closed"]["switch"]["answered"]
     assert result["switch"]["rss_mib_peak"] > 0
+
+    # The text report gives each phase's busy cores, and says so when the
+    # hypervisor took time from the machine.
+    text = render(result)
+    switch_closed = result["closed"]["switch"]["machine"]
+    assert f"{switch_closed['busy_cores']:.2f} ({switch_closed['outside_cores']:.2f})" in text
+    steal_line = "ms per second from this machine (steal)"
+    for phase in phases:
+        phase["machine"]["steal_ms_per_s"] = 0.0
+    assert steal_line not in render(result)
+    result["closed"]["relay"]["machine"]["steal_ms_per_s"] = 12.5
+    assert f"the hypervisor took up to 12.5 {steal_line}" in render(result)
 
 
 def test_paired_bench_runs_the_other_checkouts_code_in_alternating_rounds(
