@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.run import TARGETS, TARGETS_OF_ISSUE
+from bench.run import TARGETS, target_checks
 from switch.stages import STAGES
 
-__all__ = ["render", "render_instructions", "render_paired"]
+__all__ = ["render", "render_instructions", "render_paired", "render_rounds"]
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -180,35 +180,15 @@ def render(result: dict[str, Any]) -> str:
 
 
 def _verdict(result: dict[str, Any]) -> list[str]:
-    sw = result["switch"]
-    p99_1000 = sw["p99_ms_by_rate"].get("1000")
-    checks = [
-        ("closed-loop TPS", sw["closed_loop_tps"], ">=", TARGETS_OF_ISSUE["closed_loop_tps"]),
-        ("p99 at 1000 TPS, ms", p99_1000, "<=", TARGETS_OF_ISSUE["p99_ms_at_1000"]),
-        (
-            "CPU us/txn (closed)",
-            sw["cpu_us_per_txn_closed"],
-            "<=",
-            TARGETS_OF_ISSUE["cpu_us_per_txn"],
-        ),
-    ]
-    if "soak" in result:
-        checks.append(
-            (
-                "RSS growth % (table full)",
-                result["soak"].get("rss_growth_pct"),
-                "<",
-                TARGETS_OF_ISSUE["rss_growth_pct_5min"],
-            )
-        )
     out = ["targets (issue 8):"]
-    for name, value, op, target in checks:
-        if value is None:
-            mark = "n/a"
-        else:
-            ok = {">=": value >= target, "<=": value <= target, "<": value < target}[op]
-            mark = "met" if ok else "NOT met"
-        out.append(f"  {name}: {_num(value)} (target {op} {target:g}) {mark}")
+    for check in target_checks(result):
+        if check["name"] == "rss_growth_pct_5min" and "soak" not in result:
+            continue
+        mark = {None: "n/a", True: "met", False: "NOT met"}[check["met"]]
+        out.append(
+            f"  {check['label']}: {_num(check['value'])}"
+            f" (target {check['op']} {check['target']:g}) {mark}"
+        )
     out.append(_validity(result))
     return out
 
@@ -279,6 +259,83 @@ def render_paired(result: dict[str, Any]) -> str:
         )
         lines.append(f"  {_phase_name(phase)}: {pairs}")
     lines += ["", _validity(result)]
+    return "\n".join(lines)
+
+
+def _spread_text(spread: dict[str, Any] | None, digits: int = 1) -> str:
+    if spread is None:
+        return "-"
+    return (
+        f"{_num(spread['median'], digits)}"
+        f" [{_num(spread['min'], digits)} - {_num(spread['max'], digits)}]"
+    )
+
+
+def render_rounds(result: dict[str, Any]) -> str:
+    """``switch bench --rounds N``: each round's numbers, their spread, targets met in k of N."""
+    m = result["machine"]
+    o = result["options"]
+    rounds = result["rounds"]
+    rates = list(result["summary"]["p99_ms_by_rate"])
+    lines = [
+        f"switch bench, {len(rounds)} rounds: {m['cores']} cores ({m['cpu']}),"
+        f" Python {m['python']}, {m['system']}; each round a full run, every process"
+        " started afresh",
+        f"{o['connections']} connections; closed loop {o['inflight']} in flight;"
+        f" {o['duration_s']:g} s per phase after {o['warmup_s']:g} s warm-up;"
+        f" {o['arrivals']} arrivals",
+        "",
+    ]
+    header = ["round", "issuer TPS", "switch TPS", "CPU us/txn"]
+    header += [f"p99 ms @{rate}" for rate in rates]
+    header += ["RSS growth %", "valid"]
+    rows = []
+    for number, row in enumerate(rounds, start=1):
+        rows.append(
+            [
+                str(number),
+                _num(row["issuer_closed_tps"]),
+                _num(row["closed_loop_tps"]),
+                _num(row["cpu_us_per_txn_closed"]),
+                *(_num(row["p99_ms_by_rate"].get(rate), 2) for rate in rates),
+                _num(row["rss_growth_pct"]),
+                "yes" if row["valid"] else "NO",
+            ]
+        )
+    lines += _table(header, rows)
+    summary = result["summary"]
+    lines += ["", "over the rounds: median [min - max]"]
+    spread_rows = [
+        ["issuer alone, closed-loop TPS", _spread_text(summary["issuer_closed_tps"])],
+        ["switch, closed-loop TPS", _spread_text(summary["closed_loop_tps"])],
+        ["switch CPU us/txn, closed loop", _spread_text(summary["cpu_us_per_txn_closed"])],
+    ]
+    for rate in rates:
+        spread_rows.append(
+            [f"switch p99 ms at {rate} TPS", _spread_text(summary["p99_ms_by_rate"][rate], 2)]
+        )
+        spread_rows.append(
+            [
+                f"switch CPU us/txn at {rate} TPS",
+                _spread_text(summary["cpu_us_per_txn_by_rate"][rate]),
+            ]
+        )
+    if summary["rss_growth_pct"] is not None:
+        spread_rows.append(["switch RSS growth % (soak)", _spread_text(summary["rss_growth_pct"])])
+    width = max(len(label) for label, _ in spread_rows)
+    lines += [f"  {label.ljust(width)}  {value}" for label, value in spread_rows]
+    lines += ["", f"targets (issue 8), rounds that met each of {len(rounds)}:"]
+    for t in result["targets"]:
+        counted = f"met in {t['met']} of {t['of']}" if t["of"] else "not measured"
+        lines.append(f"  {t['label']} (target {t['op']} {t['target']:g}): {counted}")
+    if result["valid"]:
+        lines += [
+            "",
+            f"all {len(rounds)} rounds VALID: every request answered 00 in time,"
+            " 0 errors, 0 timeouts",
+        ]
+    else:
+        lines += ["", "rounds INVALID: " + "; ".join(result["problems"])]
     return "\n".join(lines)
 
 

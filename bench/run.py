@@ -54,7 +54,7 @@ from switch.config import SwitchSettings
 from switch.recent import SLICES
 from switch.stages import between, percentiles
 
-__all__ = ["BenchOptions", "Phase", "Runner", "machine", "run_bench"]
+__all__ = ["BenchOptions", "Phase", "Runner", "machine", "run_bench", "target_checks"]
 
 TARGETS = ("issuer", "relay", "switch")
 TARGETS_OF_ISSUE = {
@@ -63,6 +63,35 @@ TARGETS_OF_ISSUE = {
     "cpu_us_per_txn": 300.0,  # at most
     "rss_growth_pct_5min": 10.0,  # less than
 }
+
+
+def target_checks(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue 8 against a run's result: name, label, the value,
+    the comparison, the target and ``met`` (None where the run did not
+    measure it: no 1000 TPS rate, no soak)."""
+    sw = result["switch"]
+    soak = result.get("soak")
+    checks = [
+        ("closed_loop_tps", "closed-loop TPS", sw["closed_loop_tps"], ">="),
+        ("p99_ms_at_1000", "p99 at 1000 TPS, ms", sw["p99_ms_by_rate"].get("1000"), "<="),
+        ("cpu_us_per_txn", "CPU us/txn (closed)", sw["cpu_us_per_txn_closed"], "<="),
+        (
+            "rss_growth_pct_5min",
+            "RSS growth % (table full)",
+            soak.get("rss_growth_pct") if soak else None,
+            "<",
+        ),
+    ]
+    out = []
+    for name, label, value, op in checks:
+        target = TARGETS_OF_ISSUE[name]
+        met = None
+        if value is not None:
+            met = {">=": value >= target, "<=": value <= target, "<": value < target}[op]
+        out.append(
+            {"name": name, "label": label, "value": value, "op": op, "target": target, "met": met}
+        )
+    return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

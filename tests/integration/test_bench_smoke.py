@@ -24,7 +24,7 @@ import pytest
 from bench.instructions import callgrind_missing
 from bench.load import HANDSHAKE_CONNECTED, HANDSHAKE_DRAINED, arrival_times
 from bench.procs import Network, python_env
-from bench.report import render
+from bench.report import render, render_rounds
 from switch.launch import free_port, start, wait_for_port
 from switch.stages import STAGES
 
@@ -104,6 +104,32 @@ def test_quick_bench_is_a_valid_run_with_every_number_reported(tmp_path: Path) -
     assert steal_line not in render(result)
     result["closed"]["relay"]["machine"]["steal_ms_per_s"] = 12.5
     assert f"the hypervisor took up to 12.5 {steal_line}" in render(result)
+
+
+def test_rounds_are_full_runs_each_afresh_with_targets_counted(tmp_path: Path) -> None:
+    result = _quick_bench(tmp_path / "work", "--rounds", "2")
+
+    assert result["valid"] is True, result["problems"]
+    assert len(result["runs"]) == len(result["rounds"]) == 2
+    # Each round started every process afresh, in folders of its own.
+    work = tmp_path / "work"
+    assert sorted(p.name for p in work.iterdir()) == ["round-1", "round-2"]
+    for round_dir in work.iterdir():
+        assert (round_dir / "logs" / "switch.log").exists()
+    for run, row in zip(result["runs"], result["rounds"], strict=True):
+        assert run["valid"] and run["exit_codes"]["switch"] == 0
+        assert row["closed_loop_tps"] == run["switch"]["closed_loop_tps"] > 0
+    counted = {t["name"]: t["of"] for t in result["targets"]}
+    # --quick's one rate is 200 TPS and it has no soak: those targets are unmeasured.
+    assert counted == {
+        "closed_loop_tps": 2,
+        "cpu_us_per_txn": 2,
+        "p99_ms_at_1000": 0,
+        "rss_growth_pct_5min": 0,
+    }
+    tps = result["summary"]["closed_loop_tps"]
+    assert tps["min"] <= tps["median"] <= tps["max"] and tps["rounds"] == 2
+    assert "all 2 rounds VALID" in render_rounds(result)
 
 
 def test_paired_bench_runs_the_other_checkouts_code_in_alternating_rounds(
