@@ -851,7 +851,7 @@ class JournalWriter:
         batch: int = 256,
         inline: bool = True,
         checkpoint_pages: int = 1000,
-        restart_pages: int = 16_000,  # a WAL of ~64 MiB at most; a RESTART holds the lock ~4 ms
+        restart_pages: int = 64_000,  # a WAL of ~256 MiB at most (why: switch.walcheckpoint)
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
