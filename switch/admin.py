@@ -10,7 +10,9 @@ One request per line, one JSON answer per line:
     {"cmd": "saf_retry", "id": 12}        (id omitted: every pending entry)
     {"cmd": "shutdown"}
 
-Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
+Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. A
+request with a bad value gets an error answer: nothing an operator sends
+here reaches the server's nursery.
 ``call(path, request)`` is the blocking client the CLI uses.
 """
 
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from switch.errors import SwitchError
+from switch.saf import STATUSES
 
 if TYPE_CHECKING:
     from switch.server import Server
@@ -45,6 +48,22 @@ def _now_us() -> int:
     import time
 
     return time.time_ns() // 1000
+
+
+class _BadRequest(Exception):
+    """A request value the daemon refuses: answered as an error."""
+
+
+_SQLITE_MAX = (1 << 63) - 1  # a larger id or limit does not fit SQLite's INTEGER
+
+
+def _count(request: dict[str, Any], key: str, default: int | None) -> int | None:
+    value = request.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _SQLITE_MAX:
+        raise _BadRequest(f"{key}: expected an integer 1-{_SQLITE_MAX}, got {value!r}")
+    return value
 
 
 async def _dispatch(server: Server, request: dict[str, Any]) -> dict[str, Any]:
@@ -66,9 +85,10 @@ async def _dispatch(server: Server, request: dict[str, Any]) -> dict[str, Any]:
         log.warning("operator set link %s %s", link.name, action)
         return {"ok": True, "link": link.status()}
     if cmd == "saf_list":
-        entries = await trio.to_thread.run_sync(
-            lambda: server.saf.list(request.get("status"), int(request.get("limit", 100)))
-        )
+        status, limit = request.get("status"), _count(request, "limit", 100)
+        if status is not None and status not in STATUSES:
+            raise _BadRequest(f"status: expected one of {', '.join(STATUSES)}, got {status!r}")
+        entries = await trio.to_thread.run_sync(lambda: server.saf.list(status, limit or 100))
         rows = []
         for e in entries:
             row = asdict(e)
@@ -76,10 +96,8 @@ async def _dispatch(server: Server, request: dict[str, Any]) -> dict[str, Any]:
             rows.append(row)
         return {"ok": True, "entries": rows}
     if cmd == "saf_retry":
-        ident = request.get("id")
-        count = await trio.to_thread.run_sync(
-            lambda: server.saf.retry_now(int(ident) if ident is not None else None, _now_us())
-        )
+        ident = _count(request, "id", None)
+        count = await trio.to_thread.run_sync(lambda: server.saf.retry_now(ident, _now_us()))
         for forwarder in server.forwarders.values():
             forwarder.kick()
         return {"ok": True, "retried": count}
@@ -118,6 +136,8 @@ async def _client(server: Server, stream: trio.abc.Stream) -> None:
                     answer = await _dispatch(server, request if isinstance(request, dict) else {})
                 except json.JSONDecodeError as exc:
                     answer = {"ok": False, "error": f"not JSON: {exc}"}
+                except _BadRequest as exc:
+                    answer = {"ok": False, "error": str(exc)}
                 await stream.send_all(json.dumps(answer, default=str).encode() + b"\n")
 
 

@@ -170,7 +170,7 @@ def saf_list(entry_status: str | None, config_path: Path, as_json: bool) -> None
 
 
 @saf.command("retry")
-@click.argument("entry_id", type=int, required=False)
+@click.argument("entry_id", type=click.IntRange(1, (1 << 63) - 1), required=False)
 @config_option
 def saf_retry(entry_id: int | None, config_path: Path) -> None:
     """Make SAF entries due now (one by id, or all pending).

@@ -180,6 +180,43 @@ async def test_send_shows_request_and_answer_side_by_side(tmp_path: Path) -> Non
     assert data["request"]["2"] == "400000******0002"
 
 
+# -- operator commands --------------------------------------------------------------
+
+
+async def test_a_bad_saf_request_is_refused_and_the_daemon_stays_up(tmp_path: Path) -> None:
+    from switch import admin
+
+    socket = tmp_path / "var" / "switch.sock"
+
+    def ask(request: dict[str, Any]) -> str:
+        try:
+            admin.call(socket, request)
+        except admin.AdminError as exc:
+            return str(exc)
+        return "ok"
+
+    with trio.fail_after(30):
+        async with network(tmp_path) as net:
+            config = _config(net, tmp_path)
+            too_big = await _cli(config, "saf", "retry", "99999999999999999999999")
+            refused = [
+                await trio.to_thread.run_sync(ask, request)
+                for request in (
+                    {"cmd": "saf_retry", "id": 10**30},
+                    {"cmd": "saf_retry", "id": "x"},
+                    {"cmd": "saf_list", "limit": "x"},
+                    {"cmd": "saf_list", "status": "lost"},
+                )
+            ]
+            status = await _cli(config, "status", "--json")
+    assert too_big.exit_code == 2 and "ENTRY_ID" in too_big.output
+    assert refused[0].startswith("id: expected an integer"), refused
+    assert refused[1].startswith("id: expected an integer"), refused
+    assert refused[2].startswith("limit: expected an integer"), refused
+    assert refused[3].startswith("status: expected one of pending, done, expired"), refused
+    assert status.exit_code == 0, status.output
+
+
 # -- journal ------------------------------------------------------------------------
 
 
