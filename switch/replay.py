@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -113,8 +114,22 @@ class LineResult:
 # -- parsing ----------------------------------------------------------------------
 
 
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, for an error message that must not echo it (it may be a PAN)."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    return {type(None): "null", list: "an array", dict: "an object"}.get(type(value), "a value")
+
+
+def _finite(value: Any) -> bool:
+    """A JSON number other than NaN and the infinities (which json.loads accepts)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _timestamp(number: int, value: Any) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if _finite(value):
         return float(value)
     if isinstance(value, str):
         try:
@@ -137,7 +152,9 @@ def _fields(number: int, name: str, value: Any) -> dict[str, str]:
         if not _FIELD_KEY.match(key):
             raise TraceError(f"line {number}: {name}: {key!r} is not a field number")
         if not isinstance(val, str):
-            raise TraceError(f"line {number}: {name}.{key}: expected a string, got {val!r}")
+            raise TraceError(
+                f"line {number}: {name}.{key}: expected a string, got {_json_kind(val)}"
+            )
         out[key] = val
     return out
 
@@ -184,9 +201,7 @@ def _line(number: int, obj: Any) -> TraceLine:
                 f"(use a value, {', '.join(MATCHERS)})"
             )
     delay = obj.get("delay_ms")
-    if delay is not None and (
-        not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0
-    ):
+    if delay is not None and (not _finite(delay) or delay < 0):
         raise TraceError(f"line {number}: delay_ms must be a number >= 0")
     ts = _timestamp(number, obj["ts"]) if "ts" in obj else None
     return TraceLine(

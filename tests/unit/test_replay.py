@@ -65,6 +65,9 @@ def test_mti_key_is_accepted_as_t() -> None:
         ({"request": REQUEST, "expect": {"x9": "00"}}, "'x9' is not a field number"),
         ({"request": REQUEST, "expect": {"39": 0}}, "expect.39: expected a string"),
         ({"request": REQUEST, "delay_ms": -1}, "delay_ms must be a number >= 0"),
+        ({"request": REQUEST, "delay_ms": float("nan")}, "delay_ms must be a number >= 0"),
+        ({"request": REQUEST, "delay_ms": float("inf")}, "delay_ms must be a number >= 0"),
+        ({"request": REQUEST, "ts": float("nan")}, "ts must be an ISO time"),
         ({"request": REQUEST, "bogus": 1}, "unknown key(s) bogus"),
         ({"hex": "zz"}, "hex is not hexadecimal"),
         ({"request": {**REQUEST, "90": "*original:1"}}, "must name an earlier line"),
@@ -75,6 +78,14 @@ def test_mti_key_is_accepted_as_t() -> None:
 def test_malformed_lines_are_refused_naming_the_line(obj: dict[str, object], message: str) -> None:
     with pytest.raises(TraceError, match=r"^line 1: .*" + re.escape(message)):
         parse_trace(json.dumps(obj))
+
+
+def test_a_pan_written_as_a_json_number_is_refused_without_showing_it() -> None:
+    obj = {"request": {**REQUEST, "2": 4111111111111111}, "expect": {"2": 4111111111111111}}
+    with pytest.raises(TraceError) as caught:
+        parse_trace(json.dumps(obj))
+    assert str(caught.value) == "line 1: request.2: expected a string, got a number"
+    assert not re.search(r"\d{13}", str(caught.value))
 
 
 def test_a_line_that_is_not_json_names_its_number() -> None:
