@@ -10,6 +10,7 @@ of the config file. Config is passed, never global; tests build it in code
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -224,8 +225,13 @@ def _int_range(lo: int, hi: int) -> Callable[[str, Any], int]:
 _port = _int_range(0, 65535)
 
 
+def _seconds(value: Any) -> bool:
+    """A number of seconds: TOML's nan and inf are floats too, and no timeout."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if not _seconds(value) or value <= 0:
         raise ConfigError(f"{key}: expected a positive number of seconds, got {value!r}")
     return float(value)
 
@@ -237,7 +243,7 @@ def _fraction(key: str, value: Any) -> float:
 
 
 def _non_negative(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if not _seconds(value) or value < 0:
         raise ConfigError(f"{key}: expected a number of seconds ≥ 0, got {value!r}")
     return float(value)
 
@@ -352,6 +358,27 @@ def _check_tls(t: _Table, cert: Path | None, key: Path | None, client_ca: Path |
         raise ConfigError(f"{t.key('tls_client_ca')}: needs tls_cert and tls_key")
 
 
+def _check_listeners_apart(listeners: tuple[ListenerConfig, ...]) -> None:
+    """Names pick a listener (``switch send --listener``); one address cannot be bound twice."""
+    names: dict[str, int] = {}
+    addresses: dict[tuple[str, int], int] = {}
+    for i, c in enumerate(listeners):
+        if c.name in names:
+            raise ConfigError(
+                f"listeners[{i}].name: {c.name!r} is already the name of listeners[{names[c.name]}]"
+            )
+        names[c.name] = i
+        if c.port == 0:  # any free port: never the same one twice
+            continue
+        address = (c.host, c.port)
+        if address in addresses:
+            raise ConfigError(
+                f"listeners[{i}].port: {c.host}:{c.port} is already the address of "
+                f"listeners[{addresses[address]}]"
+            )
+        addresses[address] = i
+
+
 def _issuer(t: _Table, name: str, spec_dirs: tuple[Path, ...]) -> IssuerConfig:
     d = IssuerConfig(name=name, spec="", endpoints=())
     path = _path_in(t.base)
@@ -404,6 +431,7 @@ def _routes(t: _Table, issuers: Mapping[str, IssuerConfig]) -> tuple[tuple[str, 
     for prefix, issuer in t.raw.items():
         key = t.key(f'"{prefix}"')
         check_route_prefix(key, prefix)
+        _str(key, issuer)
         if issuer not in issuers:
             raise ConfigError(f"{key}: no issuer named {issuer!r} (known: {', '.join(issuers)})")
         out.append((prefix, issuer))
@@ -475,6 +503,7 @@ def parse_config(raw: Mapping[str, Any], base: Path, source: Path | None = None)
         _listener(_Table(v, f"listeners[{i}]", base), settings.spec_dirs, i)
         for i, v in enumerate(listeners_raw)
     )
+    _check_listeners_apart(listeners)
     issuers_t = top.sub("issuers")
     issuers = {
         name: _issuer(issuers_t.sub(name), name, settings.spec_dirs) for name in issuers_t.raw
@@ -522,6 +551,10 @@ def load_config(path: str | Path) -> Config:
             raw = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config file: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not valid TOML: not UTF-8 text") from None
     return parse_config(raw, p.resolve().parent, source=p.resolve())

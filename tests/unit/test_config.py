@@ -103,6 +103,24 @@ def test_spec_dirs_let_an_operator_add_a_network(tmp_path: Path) -> None:
         ({"issuers": {"visa": VISA}, "routes": {"²": "visa"}}, 'routes."²": expected BIN digits'),
         ({"issuers": {"visa": VISA}, "routes": {"55-51": "visa"}}, 'routes."55-51"'),
         ({"issuers": {"visa": VISA}, "routes": {"4": "amex"}}, "no issuer named 'amex'"),
+        ({"issuers": {"visa": VISA}, "routes": {"4": ["visa"]}}, 'routes."4": expected a string'),
+        (
+            {"issuers": {"visa": VISA | {"timeout": float("nan")}}},
+            "issuers.visa.timeout: expected a positive number of seconds, got nan",
+        ),
+        ({"saf": {"expire_after": float("inf")}}, "saf.expire_after: expected a positive"),
+        (
+            {"simulators": {"visa": {"faults": [{"kind": "latency", "seconds": float("nan")}]}}},
+            "simulators.visa.faults[0].seconds: expected a number of seconds",
+        ),
+        (
+            {"listeners": [{"name": "gw", "port": 0}, {"name": "gw", "port": 0}]},
+            "listeners[1].name: 'gw' is already the name of listeners[0]",
+        ),
+        (
+            {"listeners": [{"name": "a", "port": 18583}, {"name": "b", "port": 18583}]},
+            "listeners[1].port: 127.0.0.1:18583 is already the address of listeners[0]",
+        ),
         ({"saf": {"retry_max": -1}}, "saf.retry_max: expected a positive"),
         ({"switch": {"recent_window": 0}}, "switch.recent_window: expected a positive"),
         ({"switch": {"recent_limit": 5}}, "switch.recent_limit: expected"),
@@ -141,3 +159,22 @@ def test_missing_or_broken_config_file_is_named(tmp_path: Path) -> None:
     broken.write_text("[switch\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(broken)
+    broken.write_bytes(b"\xff\xfe[switch]\n")
+    with pytest.raises(ConfigError, match="not valid TOML: not UTF-8 text"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="cannot read the config file: Is a directory"):
+        load_config(tmp_path)
+
+
+def test_listeners_on_other_hosts_or_on_port_0_may_share_a_port() -> None:
+    config = _parse(
+        {
+            "listeners": [
+                {"name": "a", "port": 0},
+                {"name": "b", "port": 0},
+                {"name": "c", "host": "127.0.0.1", "port": 18583},
+                {"name": "d", "host": "127.0.0.2", "port": 18583},
+            ]
+        }
+    )
+    assert [listener.name for listener in config.listeners] == ["a", "b", "c", "d"]
