@@ -21,10 +21,12 @@ import click
 import trio
 
 import specs
+from switch import codec
 from switch.cli_common import UsageError, config_option, echo_json, json_option, load
 from switch.cli_journal import journal, report, table
 from switch.config import Config, ListenerConfig
 from switch.demo import answer_timeout
+from switch.errors import CodecError
 from switch.messages import response_code_meaning
 from switch.replay import display_value
 
@@ -64,12 +66,16 @@ def _amount_minor(text: str, currency: str) -> int:
     try:
         value = Decimal(text)
     except InvalidOperation:
-        raise UsageError(f"--amount: {text!r} is not an amount like 10.00") from None
+        value = Decimal("NaN")
+    if not value.is_finite() or value < 0:
+        raise UsageError(f"--amount: {text!r} is not an amount like 10.00")
     minor = value * 10**exponent
-    if value < 0 or minor != minor.to_integral_value():
+    if minor != minor.to_integral_value():
         raise UsageError(
             f"--amount: {text!r} has more than {exponent} decimals for currency {currency}"
         )
+    if minor >= 10**12:
+        raise UsageError(f"--amount: {text!r} does not fit field 4 (12 digits of minor units)")
     return int(minor)
 
 
@@ -214,6 +220,11 @@ def send(
         stan=stan,
         extra=extra,
     )
+    spec = specs.load(listener.spec)
+    try:
+        codec.encode(request, spec)  # a field that cannot go is the operator's to fix
+    except CodecError as exc:
+        raise UsageError(str(exc)) from None
     wait = timeout or answer_timeout(config)
     target = (host or listener.host, port or listener.port)
 
@@ -233,7 +244,6 @@ def send(
         raise click.ClickException(
             f"cannot reach the switch at {target[0]}:{target[1]}: {exc}"
         ) from None
-    spec = specs.load(listener.spec)
     keys = sorted(
         set(request) | set(answer or {}),
         key=lambda k: -1 if k == "t" else int(k) if k.isdigit() else 999,
