@@ -69,21 +69,25 @@ def parse_time(text: str, now: dt.datetime) -> int:
     ago, ``today``, ``yesterday`` or ``now``. Raises ValueError with a hint."""
     value = text.strip().lower()
     local_now = now.astimezone()
+    hint = (
+        f"{text!r} is not a time: use ISO (2024-05-01 or 2024-05-01T10:00), "
+        "15m / 2h / 7d ago, today, yesterday or now"
+    )
     if value == "now":
         moment = local_now
     elif value in ("today", "yesterday"):
         midnight = local_now.replace(hour=0, minute=0, second=0, microsecond=0)
         moment = midnight - dt.timedelta(days=1 if value == "yesterday" else 0)
     elif m := _RELATIVE.match(value):
-        moment = local_now - dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+        try:
+            moment = local_now - dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+        except OverflowError:  # further back than year 1
+            raise ValueError(f"{hint} (at most 9,999 years ago)") from None
     else:
         try:
             moment = dt.datetime.fromisoformat(text.strip())
         except ValueError:
-            raise ValueError(
-                f"{text!r} is not a time: use ISO (2024-05-01 or 2024-05-01T10:00), "
-                "15m / 2h / 7d ago, today, yesterday or now"
-            ) from None
+            raise ValueError(hint) from None
         if moment.tzinfo is None:
             moment = moment.astimezone()
     return int(moment.timestamp() * 1_000_000)

@@ -218,6 +218,13 @@ def test_parse_time_understands_operators() -> None:
         parse_time("last tuesday", now)
 
 
+@pytest.mark.parametrize("text", ["99999999999d", "10000000d", "1e308h"])
+def test_parse_time_refuses_a_time_too_far_back_with_a_value_error(text: str) -> None:
+    now = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
+    with pytest.raises(ValueError, match=f"^{text!r} is not a time"):
+        parse_time(text, now)
+
+
 def test_amounts_use_the_currency_exponent() -> None:
     assert format_amount(123456, "933") == "1,234.56 BYN"
     assert format_amount(1500, "392") == "1,500 JPY"
