@@ -146,7 +146,11 @@ def settlement_command(network: str, day: dt.datetime, out: Path | None, config_
         if out is None:
             settlement.write_settlement(ledger, day.date().isoformat(), sys.stdout)
             return
-        with out.open("w", newline="") as fh:
+        try:
+            fh = out.open("w", newline="")
+        except OSError as exc:
+            raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from None
+        with fh:
             rows = settlement.write_settlement(ledger, day.date().isoformat(), fh)
         click.echo(f"{rows} rows written to {out}", err=True)
     finally:

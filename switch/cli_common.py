@@ -25,6 +25,7 @@ __all__ = [
     "json_option",
     "load",
     "simulator_config",
+    "write_output",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,6 +72,14 @@ def simulator_config(config: Config, name: str) -> SimulatorConfig:
     except KeyError:
         known = ", ".join(config.simulators) or "none"
         raise UsageError(f"no simulator named {name!r} in the config (known: {known})") from None
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write an --out/--record file, or exit 2 naming it (a folder that does not exist...)."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def echo_json(value: Any) -> None:

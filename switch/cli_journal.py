@@ -29,7 +29,14 @@ from typing import Any
 import click
 
 from switch.cards import mask_pan
-from switch.cli_common import UsageError, config_option, echo_json, json_option, load
+from switch.cli_common import (
+    UsageError,
+    config_option,
+    echo_json,
+    json_option,
+    load,
+    write_output,
+)
 from switch.config import Config
 from switch.errors import ConfigError, SecurityError
 from switch.journal import LEG_KINDS, STATES, Journal
@@ -592,5 +599,5 @@ def report(
     if out_path is None:
         click.echo(text, nl=not text.endswith("\n"))
     else:
-        out_path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        write_output(out_path, text if text.endswith("\n") else text + "\n")
         click.echo(f"{fmt} report of {data.requests} requests written to {out_path}", err=True)

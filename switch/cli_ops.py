@@ -22,7 +22,14 @@ import trio
 
 import specs
 from switch import codec
-from switch.cli_common import UsageError, config_option, echo_json, json_option, load
+from switch.cli_common import (
+    UsageError,
+    config_option,
+    echo_json,
+    json_option,
+    load,
+    write_output,
+)
 from switch.cli_journal import journal, report, table
 from switch.config import Config, ListenerConfig
 from switch.demo import answer_timeout
@@ -407,10 +414,8 @@ def replay(
     by_number = {line.number: line for line in lines}
     failed = [r for r in results if not r.passed]
     if record_path is not None:
-        with record_path.open("w", encoding="utf-8") as out:
-            for r in results:
-                line = by_number[r.number]
-                out.write(json.dumps(golden_line(line, r.request, r.answer)) + "\n")
+        golden = (golden_line(by_number[r.number], r.request, r.answer) for r in results)
+        write_output(record_path, "".join(json.dumps(line) + "\n" for line in golden))
     if as_json:
         echo_json(
             {

@@ -17,7 +17,7 @@ import click
 import trio
 
 from switch import recon_io, recon_report
-from switch.cli_common import UsageError, config_option, json_option, load
+from switch.cli_common import UsageError, config_option, json_option, load, write_output
 from switch.config import Config
 from switch.errors import SwitchError
 from switch.journal import Journal
@@ -182,7 +182,7 @@ def recon(
             if out.suffix.lower() == ".json"
             else recon_report.render_breaks_csv(report.breaks)
         )
-        out.write_text(text, encoding="utf-8")
+        write_output(out, text)
     click.echo(recon_report.render_json(report) if as_json else recon_report.render_table(report))
     sys.exit(report.exit_code)
 

@@ -224,9 +224,7 @@ def _int(value: str, column: str, line: int) -> int:
     try:
         return int(value or "0")
     except ValueError:
-        raise ReconError(
-            f"settlement line {line}: {column}: expected digits, got {value!r}"
-        ) from None
+        raise ReconError(f"line {line}: {column}: expected digits, got {value!r}") from None
 
 
 def parse_settlement(lines: Iterable[str]) -> list[IssuerRecord]:
@@ -238,18 +236,18 @@ def parse_settlement(lines: Iterable[str]) -> list[IssuerRecord]:
     reader = csv.reader(lines)
     header = next(reader, None)
     if header is None:
-        raise ReconError("settlement file is empty (no header line)")
+        raise ReconError("empty (no header line)")
     header = [h.strip().lower() for h in header]
     missing = [c for c in SETTLEMENT_COLUMNS if c not in header]
     if missing:
-        raise ReconError(f"settlement file lacks column(s) {', '.join(missing)}")
+        raise ReconError(f"lacks column(s) {', '.join(missing)}")
     index = {name: header.index(name) for name in SETTLEMENT_COLUMNS}
     out = []
     for line, row in enumerate(reader, start=2):
         if not row or not "".join(row).strip():
             continue
         if len(row) < len(header):
-            raise ReconError(f"settlement line {line}: {len(row)} columns, expected {len(header)}")
+            raise ReconError(f"line {line}: {len(row)} columns, expected {len(header)}")
         values = {name: row[i].strip() for name, i in index.items()}
         if values["mti"][:2] not in ("01", "02"):
             continue

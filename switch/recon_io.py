@@ -19,6 +19,7 @@ only gets data in and out:
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -72,11 +73,18 @@ def day_window(day: dt.date) -> tuple[int, int]:
 
 
 def read_settlement(path: Path) -> list[IssuerRecord]:
+    """The records of a settlement CSV; ReconError naming the file and what is wrong."""
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             return parse_settlement(fh)
     except OSError as exc:
         raise ReconError(f"cannot read settlement file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ReconError(f"settlement file {path}: not UTF-8 text") from None
+    except csv.Error as exc:
+        raise ReconError(f"settlement file {path}: not CSV: {exc}") from None
+    except ReconError as exc:
+        raise ReconError(f"settlement file {path}: {exc}") from None
 
 
 def saf_entries(saf: SafStore) -> dict[str, list[tuple[int, str, str]]]:

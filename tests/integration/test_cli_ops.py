@@ -116,7 +116,11 @@ async def test_a_recorded_trace_replays_clean(tmp_path: Path) -> None:
             config = _config(net, tmp_path)
             first = await _cli(config, "replay", trace, "--record", str(golden), "-n", "2")
             again = await _cli(config, "replay", str(golden), "--json")
+            nowhere = tmp_path / "nowhere" / "golden.jsonl"
+            unwritable = await _cli(config, "replay", trace, "--record", str(nowhere))
     assert first.exit_code == 1  # the trace is wrong; the recording is what happened
+    assert unwritable.exit_code == 2
+    assert f"Error: cannot write {nowhere}: No such file or directory" in unwritable.output
     lines = [json.loads(line) for line in golden.read_text().splitlines()]
     assert lines[1]["expect"]["39"] == "51" and lines[1]["expect"]["38"] == "*absent"
     assert again.exit_code == 0, again.output

@@ -79,6 +79,10 @@ def test_settlement_command_writes_the_days_csv(tmp_path: Path) -> None:
     assert "4111111111111111" not in out.read_text()
     to_stdout = CliRunner().invoke(main, args)
     assert to_stdout.exit_code == 0 and to_stdout.output == out.read_text()
+    nowhere = tmp_path / "nowhere" / "visa.csv"
+    unwritable = CliRunner().invoke(main, [*args, "--out", str(nowhere)])
+    assert unwritable.exit_code == 2
+    assert f"Error: cannot write {nowhere}: No such file or directory" in unwritable.output
 
 
 @pytest.mark.parametrize(

@@ -42,3 +42,56 @@ def test_send_refuses_what_cannot_be_sent_naming_it(args: list[str], message: st
     result = _run("send", "--pan", "4111111111111111", *args, "--config", CONFIG, "--port", "1")
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+@pytest.fixture
+def journal_file(tmp_path: Path) -> str:
+    from switch.journal import Journal
+
+    path = tmp_path / "journal.db"
+    Journal.open(path).close()
+    return str(path)
+
+
+def test_report_to_a_folder_that_does_not_exist_names_the_file(
+    tmp_path: Path, journal_file: str
+) -> None:
+    out = tmp_path / "nowhere" / "report.html"
+    result = _run("report", "--journal", journal_file, "--out", str(out), "--config", CONFIG)
+    assert result.exit_code == 2, result.output
+    assert f"Error: cannot write {out}: No such file or directory" in result.output
+
+
+def _recon(journal_file: str, *args: str) -> Result:
+    return _run("recon", "--date", "2024-05-01", "--journal", journal_file, *args, "-c", CONFIG)
+
+
+def test_recon_breaks_to_a_folder_that_does_not_exist_names_the_file(
+    tmp_path: Path, journal_file: str
+) -> None:
+    from switch.recon import SETTLEMENT_COLUMNS
+
+    settlement = tmp_path / "visa.csv"
+    settlement.write_text(",".join(SETTLEMENT_COLUMNS) + "\n")
+    out = tmp_path / "nowhere" / "breaks.json"
+    result = _recon(journal_file, "-s", f"visa={settlement}", "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert f"Error: cannot write {out}: No such file or directory" in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"\xff\xfe\x00rrn", "not UTF-8 text"),
+        (b"", "empty (no header line)"),
+        (b"rrn,stan\n", "lacks column(s) auth_code"),
+    ],
+)
+def test_recon_names_the_settlement_file_it_cannot_read(
+    tmp_path: Path, journal_file: str, content: bytes, problem: str
+) -> None:
+    settlement = tmp_path / "visa.csv"
+    settlement.write_bytes(content)
+    result = _recon(journal_file, "-s", f"visa={settlement}")
+    assert result.exit_code == 2, result.output
+    assert f"Error: settlement file {settlement}: {problem}" in result.output
