@@ -14,7 +14,7 @@ import click
 import trio
 
 from switch.admin import AdminError, call
-from switch.cli_common import config_option, echo_json, json_option, load
+from switch.cli_common import UsageError, config_option, echo_json, json_option, load
 
 __all__ = ["COMMANDS"]
 
@@ -39,7 +39,12 @@ def run(config_path: Path, log_level: str | None) -> None:
     from switch.server import setup_logging
 
     config = load(config_path)
-    setup_logging(log_level or config.switch.log_level, config.switch.log_file)
+    try:
+        setup_logging(log_level or config.switch.log_level, config.switch.log_file)
+    except OSError as exc:
+        raise UsageError(
+            f"switch.log_file: cannot open {config.switch.log_file}: {exc.strerror or exc}"
+        ) from None
     try:
         trio.run(run_server, config)
     except KeyboardInterrupt:

@@ -277,6 +277,8 @@ def setup_logging(level: str = "info", log_file: Path | None = None) -> None:
     """Log to stderr or a file; every line passes the PAN mask (switch.logmask)."""
     from switch.logmask import MaskingFilter
 
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)  # as the journal's folder is
     handler: logging.Handler = (
         logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
     )

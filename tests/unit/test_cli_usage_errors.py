@@ -95,3 +95,30 @@ def test_recon_names_the_settlement_file_it_cannot_read(
     result = _recon(journal_file, "-s", f"visa={settlement}")
     assert result.exit_code == 2, result.output
     assert f"Error: settlement file {settlement}: {problem}" in result.output
+
+
+def test_run_with_a_log_file_it_cannot_open_names_the_key(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    config = tmp_path / "switch.toml"
+    config.write_text('[switch]\nlog_file = "afile/switch.log"\n')
+    result = _run("run", "--config", str(config))
+    assert result.exit_code == 2, result.output
+    assert f"Error: switch.log_file: cannot open {tmp_path / 'afile' / 'switch.log'}" in (
+        result.output
+    )
+
+
+def test_the_log_files_folder_is_made_as_the_journals_is(tmp_path: Path) -> None:
+    import logging
+
+    from switch.server import setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging("info", tmp_path / "var" / "log" / "switch.log")
+        assert (tmp_path / "var" / "log" / "switch.log").exists()
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], root.level = saved[0], saved[1]
