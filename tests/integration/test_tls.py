@@ -172,3 +172,27 @@ async def test_contexts_refuse_below_tls_12(pki: dict[str, Path]) -> None:
 def test_test_pki_keys_are_private(pki: dict[str, Path]) -> None:
     for name in ("ca_key", "server_key", "client_key"):
         assert pki[name].stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"listeners": [{"name": "gw", "port": 0, "tls_cert": "no.pem", "tls_key": "no.key"}]},
+            r"listener gw: cannot load tls_cert .*no\.pem and tls_key .*no\.key: No such file",
+        ),
+        (
+            {"issuers": {"visa": {"spec": "visa", "endpoints": ["h:1"], "tls_ca": "no-ca.pem"}}},
+            r"issuer visa: cannot load tls_ca .*no-ca\.pem: No such file",
+        ),
+    ],
+)
+def test_a_tls_file_that_cannot_be_loaded_stops_the_switch_naming_it(
+    tmp_path: Path, raw: dict[str, object], message: str
+) -> None:
+    from switch.config import parse_config
+    from switch.errors import ConfigError
+    from switch.server import Server
+
+    with pytest.raises(ConfigError, match=message):
+        Server(parse_config(raw, tmp_path))
