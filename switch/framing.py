@@ -16,8 +16,9 @@ Framings (``kind``):
 The length counts the header plus the message. A zero length is a keep-alive
 (:func:`keep_alive` writes one) and yields nothing. A length over
 ``max_frame``, or a prefix that is not a length, raises :class:`FramingError`
-saying what arrived: the stream cannot be re-synchronised, so the shell closes
-that connection.
+showing the prefix that arrived (never the bytes after it, which may be card
+data): the stream cannot be re-synchronised, so the shell closes that
+connection.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class FrameDecoder:
         start = 0
         try:
             while len(buf) - start >= prefix:
-                length = self._length(bytes(buf[start : start + prefix + 16]))
+                length = self._length(bytes(buf[start : start + prefix]))
                 if length == 0:  # keep-alive
                     start += prefix
                     continue
@@ -160,11 +161,11 @@ class FrameDecoder:
             del buf[:start]
         return frames
 
-    def _length(self, arrived: bytes) -> int:
-        """The length the prefix at the start of ``arrived`` announces, checked."""
+    def _length(self, prefix: bytes) -> int:
+        """The length ``prefix`` announces, checked."""
         framing = self.framing
         try:
-            length = _decode_length(framing.kind, arrived[: framing.prefix_size])
+            length = _decode_length(framing.kind, prefix)
             if length > framing.max_frame:
                 raise FramingError(
                     f"frame length {length} exceeds the maximum of {framing.max_frame}"
@@ -174,7 +175,9 @@ class FrameDecoder:
                     f"frame length {length} is shorter than the {len(framing.header)}-byte header"
                 )
         except FramingError as exc:
+            # Only the prefix: the bytes after it are message bytes, and after a
+            # miscounted length they are the middle of a message (a PAN, track 2).
             raise FramingError(
-                f"{exc} ({framing.kind} framing; arrived: {arrived.hex(' ')}...)"
+                f"{exc} ({framing.kind} framing; arrived: {prefix.hex(' ')})"
             ) from None
         return length

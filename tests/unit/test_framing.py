@@ -102,6 +102,27 @@ def test_frame_over_the_maximum_is_refused_saying_what_arrived(kind: str, prefix
 
 
 @pytest.mark.parametrize(
+    ("kind", "prefix"),
+    [("2b", b"37"), ("4a", b"9999"), ("4a", b"37 4"), ("2bcd", b"\x99\x99"), ("4b", b"\x0037 ")],
+    ids=["2b", "4a", "4a-not-digits", "2bcd", "4b"],
+)
+@pytest.mark.parametrize(
+    "pan", [b"4000000000000036", bytes.fromhex("4000000000000036")], ids=["text", "bcd"]
+)
+def test_framing_error_never_shows_the_card_data_after_the_prefix(
+    kind: str, prefix: bytes, pan: bytes
+) -> None:
+    # An acquirer whose length is a few bytes short puts the next "prefix" in the
+    # middle of its message: what follows may be a PAN or track 2, in text or BCD.
+    with pytest.raises(FramingError) as caught:
+        FrameDecoder(Framing(kind=kind)).feed(prefix + pan + b"=3012101")
+    message = str(caught.value)
+    assert prefix.hex(" ") in message
+    for shown in (pan.decode("latin-1"), pan.hex(), pan.hex(" "), pan[2:].hex(" ")):
+        assert shown not in message
+
+
+@pytest.mark.parametrize(
     ("kind", "prefix", "problem"),
     [("4a", b"GET ", "not 4 ASCII digits"), ("2bcd", b"\x1a\x00", "not packed BCD")],
 )
