@@ -129,6 +129,12 @@ class FrameDecoder:
         """Bytes held that do not yet make a whole frame."""
         return len(self._buffer)
 
+    @property
+    def error(self) -> FramingError | None:
+        """What broke the stream, once a bad prefix has arrived (even if ``feed``
+        returned the frames before it instead of raising): nothing more will come."""
+        return self._broken
+
     def feed(self, data: bytes) -> list[bytes]:
         if self._broken is not None:
             raise self._broken

@@ -129,6 +129,8 @@ class Listener:
                                     peer,
                                     read_at,
                                 )
+                            if decoder.error is not None:  # its frames are answered, then close
+                                raise decoder.error
                     if idle.cancelled_caught:
                         reason = f"idle for {self.config.idle_timeout:.0f}s"
                 except FramingError as exc:
