@@ -7,7 +7,9 @@ in flight per connection and answers go back in whatever order they finish.
 
 Blast radius: a frame that cannot be answered (no readable MTI/F11) or a
 broken length prefix closes *that* connection with a logged reason; other
-connections and their transactions carry on.
+connections and their transactions carry on. So does an acquirer that stops
+reading its answers: the connection stops reading too once answers pile up,
+and is closed when it has taken none for ``idle_timeout``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ from switch.processor import Processor
 __all__ = ["Listener"]
 
 log = logging.getLogger("switch.listener")
+
+# Answers queued behind a send the acquirer is not taking: past this many the
+# connection stops reading, so TCP pushes back on the acquirer instead of its
+# answers piling up in memory.
+_MAX_BACKLOG = 1024
 
 
 class Listener:
@@ -104,7 +111,9 @@ class Listener:
             return
         self.connections += 1
         peer = _peer(stream)
-        outbox = Outbox(stream)
+        # An acquirer that takes no answer for idle_timeout is closed (it may
+        # still be writing, so the read side's idle scope would not see it).
+        outbox = Outbox(stream, send_timeout=self.config.idle_timeout)
         decoder = FrameDecoder(self.framing)
         reason = "closed by peer"
         try:
@@ -116,6 +125,7 @@ class Listener:
                     with trio.CancelScope() as idle:
                         while True:
                             idle.deadline = trio.current_time() + self.config.idle_timeout
+                            await outbox.wait_below(_MAX_BACKLOG)
                             data = await stream.receive_some(65536)
                             if not data:
                                 break
@@ -172,6 +182,15 @@ class Listener:
                 stages.add("answer_send", perf_counter() - answered_at)
             except CodecError as exc:
                 log.error("listener %s: cannot encode answer: %s", self.name, exc)
+            except trio.TooSlowError:
+                self.closed_for_errors += 1
+                log.warning(
+                    "listener %s: closing connection from %s: it took no answer for %.0fs",
+                    self.name,
+                    peer,
+                    self.config.idle_timeout,
+                )
+                scope.cancel()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 log.warning(
                     "listener %s: answer to %s lost, connection gone: %s", self.name, peer, exc

@@ -13,6 +13,11 @@ commit or one issuer read then leave in one ``send_all``, not one by one.
 Used by the acquirer listener, the issuer link and the load driver (bench).
 Errors of the stream reach the task that is flushing; the caller decides what
 they mean (a lost answer, a link down).
+
+A peer that stops reading must not hold the switch: with ``send_timeout`` a
+``send_all`` the stream has not taken in that time raises ``trio.TooSlowError``
+to the flushing task, and :meth:`wait_below` lets the reader of the same
+connection stop reading while answers pile up behind a stalled flush.
 """
 
 from __future__ import annotations
@@ -23,13 +28,21 @@ __all__ = ["Outbox"]
 
 
 class Outbox:
-    __slots__ = ("_chunks", "_flushing", "gather", "stream")
+    __slots__ = ("_chunks", "_flushing", "_taken", "gather", "send_timeout", "stream")
 
-    def __init__(self, stream: trio.abc.SendStream, *, gather: bool = True) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.SendStream,
+        *,
+        gather: bool = True,
+        send_timeout: float | None = None,
+    ) -> None:
         self.stream = stream
         self.gather = gather
+        self.send_timeout = send_timeout
         self._chunks: list[bytes] = []
         self._flushing = False
+        self._taken: trio.Event | None = None  # only while wait_below() waits
 
     def __len__(self) -> int:
         """Messages queued and not yet handed to the stream."""
@@ -44,6 +57,13 @@ class Outbox:
         self._chunks.append(data)
         await self.flush()
 
+    async def wait_below(self, limit: int) -> None:
+        """Wait while ``limit`` or more messages are queued behind a flush."""
+        while len(self._chunks) >= limit and self._flushing:
+            if self._taken is None:
+                self._taken = trio.Event()
+            await self._taken.wait()
+
     async def flush(self) -> None:
         """Send everything queued, in order; return at once if another task is flushing."""
         if self._flushing:
@@ -56,6 +76,17 @@ class Outbox:
             while chunks:
                 data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
                 chunks.clear()
-                await self.stream.send_all(data)
+                if self.send_timeout is None:
+                    await self.stream.send_all(data)
+                else:
+                    with trio.fail_after(self.send_timeout):
+                        await self.stream.send_all(data)
+                self._wake()
         finally:
             self._flushing = False
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._taken is not None:
+            self._taken.set()
+            self._taken = None

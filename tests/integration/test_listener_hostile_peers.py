@@ -4,8 +4,11 @@ one trio run (tests/integration/netfixture.py)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 
 import specs
@@ -45,3 +48,29 @@ async def test_a_bad_prefix_after_a_good_frame_answers_the_frame_then_closes(
             await stream.aclose()
             assert net.server.listeners[0].closed_for_errors == 1
             await _approved_on_another_connection(net)
+
+
+async def test_an_acquirer_that_never_reads_its_answers_is_closed_and_others_carry_on(
+    tmp_path: Path,
+) -> None:
+    def short_idle(raw: dict[str, Any]) -> None:
+        raw["listeners"][0]["idle_timeout"] = 1.0
+
+    # Echoes are answered by the switch itself: cheap to send by the thousand.
+    echo = encode_frame(codec.encode({"t": "0800", "11": "000001", "70": "301"}, SPEC))
+    with trio.fail_after(30):
+        async with network(tmp_path, tweak=short_idle) as net:
+            sock = trio.socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            await sock.connect(("127.0.0.1", net.port))
+            stream = trio.SocketStream(sock)
+            listener = net.server.listeners[0]
+            # Until the switch gives up on it, its answers fill every buffer on
+            # the way; writes go on until the switch stops reading and closes.
+            with pytest.raises((trio.BrokenResourceError, trio.ClosedResourceError)):
+                while True:
+                    await stream.send_all(echo * 1000)
+            await _approved_on_another_connection(net)
+            while listener.connections > 1:  # the other one is the approval's
+                await trio.sleep(0.01)
+            await stream.aclose()

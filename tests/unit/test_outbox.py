@@ -77,3 +77,39 @@ async def test_a_stream_error_reaches_the_flushing_task() -> None:
     with trio.fail_after(5):
         await outbox.send(b"y")  # the outbox is usable again: no flush left running
     assert stream.sends == [b"y"]
+
+
+async def test_a_send_all_the_stream_does_not_take_in_send_timeout_fails(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stream = _Recorder()
+    stream.gate = trio.Event()  # a peer that never reads
+    outbox = Outbox(stream, send_timeout=30.0)
+    with trio.fail_after(60), pytest.raises(trio.TooSlowError):
+        await outbox.send(b"a")
+    assert trio.current_time() == pytest.approx(30.0)
+
+
+async def test_wait_below_waits_while_messages_pile_up_behind_a_stalled_flush() -> None:
+    stream = _Recorder()
+    stream.gate = trio.Event()
+    outbox = Outbox(stream, gather=False)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(outbox.send, b"a")
+            await trio.testing.wait_all_tasks_blocked()  # "a" is inside send_all
+            await outbox.wait_below(2)  # one queued: returns at once
+            for data in (b"b", b"c"):
+                await outbox.send(data)
+            done = trio.Event()
+
+            async def reader_side() -> None:
+                await outbox.wait_below(2)
+                done.set()
+
+            nursery.start_soon(reader_side)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not done.is_set()  # two queued behind "a": the stream takes nothing
+            stream.gate.set()
+            await done.wait()
+    assert stream.sends == [b"a", b"bc"]
