@@ -337,6 +337,8 @@ class IssuerLink:
                 conn.last_activity = trio.current_time()
                 for frame in conn.decoder.feed(bytes(data)):
                     await self._on_frame(frame)
+                if conn.decoder.error is not None:  # nothing more will be read here
+                    raise conn.decoder.error
         except FramingError as exc:
             self.stats.last_error = f"framing: {exc}"
             log.error("link %s: closing, bad framing from issuer: %s", self.name, exc)
