@@ -110,55 +110,82 @@ class Listener:
             await trio.aclose_forcefully(stream)
             return
         self.connections += 1
-        peer = _peer(stream)
-        # An acquirer that takes no answer for idle_timeout is closed (it may
-        # still be writing, so the read side's idle scope would not see it).
-        outbox = Outbox(stream, send_timeout=self.config.idle_timeout)
+        conn = _Conn(Outbox(stream), _peer(stream))
+        outbox = conn.outbox
         decoder = FrameDecoder(self.framing)
-        reason = "closed by peer"
         try:
-            async with trio.open_nursery() as nursery:
-                try:
-                    # One scope for the connection, its deadline pushed on by
-                    # each read (not a scope per read); it cancels only the
-                    # read: requests run in the nursery, outside it.
-                    with trio.CancelScope() as idle:
-                        while True:
-                            idle.deadline = trio.current_time() + self.config.idle_timeout
-                            await outbox.wait_below(_MAX_BACKLOG)
-                            data = await stream.receive_some(65536)
-                            if not data:
-                                break
-                            read_at = perf_counter()
-                            for frame in decoder.feed(bytes(data)):
-                                nursery.start_soon(
-                                    self._process,
-                                    frame,
-                                    outbox,
-                                    nursery.cancel_scope,
-                                    peer,
-                                    read_at,
-                                )
-                            if decoder.error is not None:  # its frames are answered, then close
-                                raise decoder.error
-                    if idle.cancelled_caught:
-                        reason = f"idle for {self.config.idle_timeout:.0f}s"
-                except FramingError as exc:
-                    reason = f"framing error: {exc}"
-                    self.closed_for_errors += 1
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    reason = f"connection error: {exc}"
-                # Peer closed its sending side or idle: let in-flight requests
-                # finish and answer (half-close), then close.
+            # The watchdog runs beside the connection's nursery, not in it: the
+            # nursery ends when the last request is answered, the watchdog never.
+            async with trio.open_nursery() as guard:
+                async with trio.open_nursery() as nursery:
+                    conn.scope = nursery.cancel_scope
+                    guard.start_soon(self._watch, conn)
+                    try:
+                        # One scope for the connection, its deadline pushed on by
+                        # each read (not a scope per read); it cancels only the
+                        # read: requests run in the nursery, outside it.
+                        with trio.CancelScope() as idle:
+                            while True:
+                                idle.deadline = trio.current_time() + self.config.idle_timeout
+                                await outbox.wait_below(_MAX_BACKLOG)
+                                data = await stream.receive_some(65536)
+                                if not data:
+                                    break
+                                read_at = perf_counter()
+                                for frame in decoder.feed(bytes(data)):
+                                    nursery.start_soon(self._process, frame, conn, read_at)
+                                if decoder.error is not None:  # its frames are answered, then close
+                                    raise decoder.error
+                        if idle.cancelled_caught:
+                            conn.reason = f"idle for {self.config.idle_timeout:.0f}s"
+                    except FramingError as exc:
+                        conn.reason = f"framing error: {exc}"
+                        self.closed_for_errors += 1
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                        conn.reason = f"connection error: {exc}"
+                    # Peer closed its sending side or idle: let in-flight requests
+                    # finish and answer (half-close), then close.
+                guard.cancel_scope.cancel()
         finally:
             self.connections -= 1
-            log.info("listener %s: connection from %s closed: %s", self.name, peer, reason)
+            log.info(
+                "listener %s: connection from %s closed: %s",
+                self.name,
+                conn.peer,
+                conn.reason or "closed by peer",
+            )
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(stream)
 
-    async def _process(
-        self, frame: bytes, outbox: Outbox, scope: trio.CancelScope, peer: str, read_at: float
-    ) -> None:
+    async def _watch(self, conn: _Conn) -> None:
+        """Close a connection whose acquirer has taken no answer for ``idle_timeout``.
+
+        It may still be writing, so the read side's idle deadline does not see
+        it. One timer per connection, woken once a timeout while answers flow,
+        instead of a deadline around every send.
+        """
+        timeout = self.config.idle_timeout
+        outbox = conn.outbox
+        while True:
+            since = outbox.sending_since
+            if since is None:
+                await trio.sleep(timeout)  # a send that starts meanwhile is seen on waking
+            elif trio.current_time() - since < timeout:
+                await trio.sleep_until(since + timeout)
+            else:
+                self.closed_for_errors += 1
+                log.warning(
+                    "listener %s: closing connection from %s: it took no answer for %.0fs",
+                    self.name,
+                    conn.peer,
+                    timeout,
+                )
+                # Over "idle": a read side that waited behind this send was not idle.
+                conn.reason = f"took no answer for {timeout:.0f}s"
+                conn.scope.cancel()
+                return
+
+    async def _process(self, frame: bytes, conn: _Conn, read_at: float) -> None:
         stages = self.processor.stages
         stages.add("queued", perf_counter() - read_at)
         with self.processor.hold():  # shutdown waits until the answer is on the stream
@@ -169,33 +196,42 @@ class Listener:
                 log.warning(
                     "listener %s: closing connection from %s: unanswerable frame: %s",
                     self.name,
-                    peer,
+                    conn.peer,
                     exc,
                 )
-                scope.cancel()
+                conn.close(f"unanswerable frame: {exc}")
                 return
             if answer is None:
                 return
             answered_at = perf_counter()
             try:
-                await outbox.send(encode_frame(self.guard.encode(answer), self.framing))
+                await conn.outbox.send(encode_frame(self.guard.encode(answer), self.framing))
                 stages.add("answer_send", perf_counter() - answered_at)
             except CodecError as exc:
                 log.error("listener %s: cannot encode answer: %s", self.name, exc)
-            except trio.TooSlowError:
-                self.closed_for_errors += 1
-                log.warning(
-                    "listener %s: closing connection from %s: it took no answer for %.0fs",
-                    self.name,
-                    peer,
-                    self.config.idle_timeout,
-                )
-                scope.cancel()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 log.warning(
-                    "listener %s: answer to %s lost, connection gone: %s", self.name, peer, exc
+                    "listener %s: answer to %s lost, connection gone: %s", self.name, conn.peer, exc
                 )
-                scope.cancel()
+                conn.close(f"answer lost: {exc}")
+
+
+class _Conn:
+    """What the tasks of one acquirer connection share, and why it was closed."""
+
+    __slots__ = ("outbox", "peer", "reason", "scope")
+
+    def __init__(self, outbox: Outbox, peer: str) -> None:
+        self.outbox = outbox
+        self.peer = peer
+        self.reason: str | None = None  # None: the peer closed it
+        self.scope = trio.CancelScope()  # the connection's nursery's, once it is open
+
+    def close(self, reason: str) -> None:
+        """Cancel the connection's nursery; the first reason given is the one logged."""
+        if self.reason is None:
+            self.reason = reason
+        self.scope.cancel()
 
 
 def _peer(stream: trio.abc.Stream) -> str:

@@ -14,10 +14,14 @@ Used by the acquirer listener, the issuer link and the load driver (bench).
 Errors of the stream reach the task that is flushing; the caller decides what
 they mean (a lost answer, a link down).
 
-A peer that stops reading must not hold the switch: with ``send_timeout`` a
-``send_all`` the stream has not taken in that time raises ``trio.TooSlowError``
-to the flushing task, and :meth:`wait_below` lets the reader of the same
-connection stop reading while answers pile up behind a stalled flush.
+A peer that stops reading must not hold the switch, and that is the
+caller's to judge: :attr:`Outbox.sending_since` says since when the current
+``send_all`` has waited for the stream to take its bytes (a watchdog of the
+caller's closes a peer that takes nothing for too long), and
+:meth:`wait_below` lets the reader of the same connection stop reading while
+answers pile up behind a stalled flush. No deadline per send: a cancel scope
+around each ``send_all`` would cost every answer (~3% of a lone
+transaction's instructions) to catch a peer that almost never stalls.
 """
 
 from __future__ import annotations
@@ -28,18 +32,13 @@ __all__ = ["Outbox"]
 
 
 class Outbox:
-    __slots__ = ("_chunks", "_flushing", "_taken", "gather", "send_timeout", "stream")
+    __slots__ = ("_chunks", "_flushing", "_taken", "gather", "sending_since", "stream")
 
-    def __init__(
-        self,
-        stream: trio.abc.SendStream,
-        *,
-        gather: bool = True,
-        send_timeout: float | None = None,
-    ) -> None:
+    def __init__(self, stream: trio.abc.SendStream, *, gather: bool = True) -> None:
         self.stream = stream
         self.gather = gather
-        self.send_timeout = send_timeout
+        # trio.current_time() when the send_all in progress began; None between sends.
+        self.sending_since: float | None = None
         self._chunks: list[bytes] = []
         self._flushing = False
         self._taken: trio.Event | None = None  # only while wait_below() waits
@@ -76,14 +75,13 @@ class Outbox:
             while chunks:
                 data = b"".join(chunks) if len(chunks) > 1 else chunks[0]
                 chunks.clear()
-                if self.send_timeout is None:
-                    await self.stream.send_all(data)
-                else:
-                    with trio.fail_after(self.send_timeout):
-                        await self.stream.send_all(data)
+                self.sending_since = trio.current_time()
+                await self.stream.send_all(data)
+                self.sending_since = None
                 self._wake()
         finally:
             self._flushing = False
+            self.sending_since = None
             self._wake()
 
     def _wake(self) -> None:

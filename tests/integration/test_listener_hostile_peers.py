@@ -4,6 +4,7 @@ one trio run (tests/integration/netfixture.py)."""
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,12 @@ async def test_a_bad_prefix_after_a_good_frame_answers_the_frame_then_closes(
 
 
 async def test_an_acquirer_that_never_reads_its_answers_is_closed_and_others_carry_on(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     def short_idle(raw: dict[str, Any]) -> None:
         raw["listeners"][0]["idle_timeout"] = 1.0
 
+    caplog.set_level(logging.INFO, logger="switch.listener")
     # Echoes are answered by the switch itself: cheap to send by the thousand.
     echo = encode_frame(codec.encode({"t": "0800", "11": "000001", "70": "301"}, SPEC))
     with trio.fail_after(30):
@@ -74,3 +76,5 @@ async def test_an_acquirer_that_never_reads_its_answers_is_closed_and_others_car
             while listener.connections > 1:  # the other one is the approval's
                 await trio.sleep(0.01)
             await stream.aclose()
+            assert listener.closed_for_errors == 1
+            assert "closed: took no answer for 1s" in caplog.text

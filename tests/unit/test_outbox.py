@@ -79,15 +79,24 @@ async def test_a_stream_error_reaches_the_flushing_task() -> None:
     assert stream.sends == [b"y"]
 
 
-async def test_a_send_all_the_stream_does_not_take_in_send_timeout_fails(
+async def test_sending_since_says_since_when_a_send_all_has_waited(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     stream = _Recorder()
-    stream.gate = trio.Event()  # a peer that never reads
-    outbox = Outbox(stream, send_timeout=30.0)
-    with trio.fail_after(60), pytest.raises(trio.TooSlowError):
-        await outbox.send(b"a")
-    assert trio.current_time() == pytest.approx(30.0)
+    stream.gate = trio.Event()  # a peer that does not read
+    outbox = Outbox(stream, gather=False)
+    assert outbox.sending_since is None
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await trio.sleep(5)
+            nursery.start_soon(outbox.send, b"a")
+            await trio.testing.wait_all_tasks_blocked()
+            assert outbox.sending_since == pytest.approx(5.0)
+            await trio.sleep(30)
+            assert outbox.sending_since == pytest.approx(5.0)  # still the same send
+            stream.gate.set()
+    assert outbox.sending_since is None
+    assert stream.sends == [b"a"]
 
 
 async def test_wait_below_waits_while_messages_pile_up_behind_a_stalled_flush() -> None:
