@@ -188,13 +188,23 @@ def _decorate(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _emit(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]], fmt: str) -> None:
+def _emit_csv(rows: Sequence[Mapping[str, Any]], db_columns: Sequence[str]) -> None:
+    """Safe rows as CSV; with no rows, the header they would have had (same for scripts)."""
+    safe = [safe_row(r) for r in rows]
+    names = list(safe[0] if safe else safe_row(dict.fromkeys(db_columns)))
+    click.echo(_csv(safe, names), nl=False)
+
+
+def _emit(
+    rows: list[dict[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    fmt: str,
+    db_columns: Sequence[str],
+) -> None:
     if fmt == "json":
         echo_json([safe_row(r) for r in rows])
     elif fmt == "csv":
-        safe = [safe_row(r) for r in rows]
-        names = list(safe[0]) if safe else [k for k, _ in columns]
-        click.echo(_csv(safe, names), nl=False)
+        _emit_csv(rows, db_columns)
     elif rows:
         click.echo(table([_decorate(r) for r in rows], columns))
 
@@ -296,10 +306,10 @@ def journal(
                 for leg in db.legs_of(txn["txn_id"])
                 if leg_kind is None or leg["leg"] == leg_kind
             ]
-            _emit(rows, _LEG_COLUMNS, fmt)
+            _emit(rows, _LEG_COLUMNS, fmt, db.columns("legs"))
         else:
             rows = txns
-            _emit(rows, _TXN_COLUMNS, fmt)
+            _emit(rows, _TXN_COLUMNS, fmt, db.columns("transactions"))
     finally:
         db.close()
     if fmt == "table":
@@ -344,6 +354,7 @@ def journal_show(
         row = db.transaction(txn_id)
         assert row is not None
         legs = db.legs_of(txn_id)
+        leg_columns = db.columns("legs")
         related = [
             db.transaction(other)
             for other in (row.get("original_txn"), row.get("reversed_by"))
@@ -355,8 +366,7 @@ def journal_show(
         echo_json({"transaction": safe_row(row), "legs": [safe_row(leg) for leg in legs]})
         return
     if as_csv:
-        safe = [safe_row(leg) for leg in legs]
-        click.echo(_csv(safe, list(safe[0]) if safe else ["leg"]), nl=False)
+        _emit_csv(legs, leg_columns)
         return
     shown = _decorate(row)
     rc = row.get("response_code")

@@ -511,6 +511,10 @@ class Journal:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
+    def columns(self, table: str) -> list[str]:
+        """The columns of ``table`` (``transactions``, ``legs``) in ``select *`` order."""
+        return [c.name for c in self.db.table(table).columns]
+
     def transaction(self, txn_id: str) -> dict[str, Any] | None:
         rows = self._rows("select * from transactions where txn_id = ?", (txn_id,))
         return rows[0] if rows else None
