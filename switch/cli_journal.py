@@ -126,12 +126,19 @@ def safe_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _resolve(db: Journal, txn: str) -> str:
-    """The one transaction ``txn`` names (an id or a unique prefix), or a ClickException."""
+    """The one transaction ``txn`` names (an id or a unique prefix), or a ClickException.
+
+    The prefix is matched literally: LIKE's wildcards in it are escaped (ids are
+    hex today, but a journal may hold ids made otherwise), so ``%`` names nothing.
+    """
+    if not txn:
+        raise UsageError("give a transaction id or a prefix of one")
+    pattern = txn.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     matches = [
         r[0]
         for r in db.db.conn.execute(
-            "select txn_id from transactions where txn_id like ? limit 2",
-            (txn.replace("%", "").replace("_", "") + "%",),
+            "select txn_id from transactions where txn_id like ? escape '\\' limit 2",
+            (pattern,),
         )
     ]
     if not matches:

@@ -49,3 +49,24 @@ def test_csv_header_is_the_same_with_and_without_rows(journal_file: str, legs: l
     none = _csv_header(_journal(journal_file, "--csv", "--rc", "99", *legs))
     assert "txn_id" in some and "pan_enc" not in some
     assert none == some
+
+
+@pytest.mark.parametrize("prefix", ["%", "_", "3f2a9c1e0b7d4a5_", "3f2a%"])
+def test_show_matches_a_prefix_literally_not_as_a_like_pattern(
+    journal_file: str, prefix: str
+) -> None:
+    result = _journal(journal_file, "show", prefix)
+    assert result.exit_code == 1, result.output
+    assert f"no transaction {prefix!r}" in result.output
+
+
+def test_show_still_finds_a_transaction_by_a_unique_prefix(journal_file: str) -> None:
+    result = _journal(journal_file, "show", TXN[:6].upper())
+    assert result.exit_code == 0, result.output
+    assert f"transaction {TXN}" in result.output
+
+
+def test_show_refuses_an_empty_prefix_instead_of_matching_everything(journal_file: str) -> None:
+    result = _journal(journal_file, "show", "")
+    assert result.exit_code == 2, result.output
+    assert "give a transaction id" in result.output
