@@ -7,7 +7,8 @@ One request per line, one JSON answer per line:
     {"cmd": "status"}
     {"cmd": "link", "name": "visa", "action": "down" | "up"}
     {"cmd": "saf_list", "status": "pending"}
-    {"cmd": "saf_retry", "id": 12}        (id omitted: every pending entry)
+    {"cmd": "saf_retry", "id": 12}        (id omitted: every pending entry;
+                                           an id with no pending entry: an error)
     {"cmd": "shutdown"}
 
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. A
@@ -98,6 +99,8 @@ async def _dispatch(server: Server, request: dict[str, Any]) -> dict[str, Any]:
     if cmd == "saf_retry":
         ident = _count(request, "id", None)
         count = await trio.to_thread.run_sync(lambda: server.saf.retry_now(ident, _now_us()))
+        if ident is not None and not count:  # the operator named one: say it is not there
+            return {"ok": False, "error": f"no pending SAF entry {ident} (switch saf list)"}
         for forwarder in server.forwarders.values():
             forwarder.kick()
         return {"ok": True, "retried": count}

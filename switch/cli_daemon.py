@@ -180,6 +180,8 @@ def saf_list(entry_status: str | None, config_path: Path, as_json: bool) -> None
 def saf_retry(entry_id: int | None, config_path: Path) -> None:
     """Make SAF entries due now (one by id, or all pending).
 
+    Exit 1 when ENTRY_ID names no pending entry.
+
     \b
     Example:
         switch saf retry

@@ -221,6 +221,17 @@ async def test_a_bad_saf_request_is_refused_and_the_daemon_stays_up(tmp_path: Pa
     assert status.exit_code == 0, status.output
 
 
+async def test_saf_retry_of_an_id_with_no_pending_entry_says_so(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with network(tmp_path) as net:
+            config = _config(net, tmp_path)
+            one = await _cli(config, "saf", "retry", "999")
+            every = await _cli(config, "saf", "retry")
+    assert one.exit_code == 1, one.output
+    assert "no pending SAF entry 999" in one.output
+    assert every.exit_code == 0 and "0 entries retried" in every.output, every.output
+
+
 # -- journal ------------------------------------------------------------------------
 
 
