@@ -153,7 +153,9 @@ def open_keys(config: SimulatorConfig, security: SecurityConfig) -> KeyStore | N
     switch's: the two sides share a key's *value* because it was exchanged,
     never a file. The master key is found as the switch's is.
     """
-    return open_store(config.keystore, security, (config.pin_key, config.mac_key, config.kek_key))
+    named = (config.pin_key, config.mac_key, config.kek_key)
+    init = f"switch keys --simulator {config.name} init"
+    return open_store(config.keystore, security, named, init=init)
 
 
 def accept_key(

@@ -40,6 +40,12 @@ _TYPES = click.Choice([*KEY_TYPES, "MAC", "ZMK"], case_sensitive=False)
 _ALGORITHMS = click.Choice(["tdes2", "tdes3", "aes256"], case_sensitive=False)
 
 
+def _simulator() -> str | None:
+    """NAME of ``switch keys --simulator NAME``, or None for the switch's own store."""
+    simulator: str | None = (click.get_current_context().find_object(dict) or {}).get("simulator")
+    return simulator
+
+
 def _security(config_path: Path) -> SecurityConfig:
     """The config's security table, with the store path defaulted beside the config.
 
@@ -48,7 +54,7 @@ def _security(config_path: Path) -> SecurityConfig:
     """
     config: Config = load(config_path)
     security = config.security
-    simulator = (click.get_current_context().find_object(dict) or {}).get("simulator")
+    simulator = _simulator()
     if simulator is not None:
         keystore = simulator_config(config, simulator).keystore
         return dataclasses.replace(security, keystore=keystore)
@@ -70,8 +76,10 @@ def _errors() -> Iterator[None]:
 def _open(config_path: Path) -> KeyStore:
     security = _security(config_path)
     assert security.keystore is not None
+    simulator = _simulator()
+    init = "switch keys init" if simulator is None else f"switch keys --simulator {simulator} init"
     with _errors():
-        return KeyStore.open(security.keystore, load_master_key(security))
+        return KeyStore.open(security.keystore, load_master_key(security), init=init)
 
 
 def _show(entry: KeyEntry, verb: str) -> None:
@@ -195,7 +203,7 @@ def rotate(name: str, grace: float, config_path: Path) -> None:
 def _admin(config_path: Path, request: dict[str, object]) -> dict[str, object]:
     from switch.admin import AdminError, call
 
-    if (click.get_current_context().find_object(dict) or {}).get("simulator"):
+    if _simulator():
         raise UsageError("--simulator: this command talks to the running switch, not a simulator")
 
     try:

@@ -87,6 +87,7 @@ DEFAULT_GRACE = dt.timedelta(hours=24)
 _FORMAT = 1
 _NONCE = 12
 _CHECK_PLAINTEXT = b"switch key store"
+_INIT = "switch keys init"  # what creates the switch's store; a simulator's is passed in
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # TR-31 key usage per type (ANSI X9.143 table 6) and its mode of use.
 _TR31_USAGE = {"ZPK": ("P0", "B"), "ZAK": ("M3", "C"), "KEK": ("K0", "B"), "DEK": ("D0", "B")}
@@ -205,21 +206,22 @@ class KeyStore:
         return store
 
     @classmethod
-    def open(cls, path: Path, master_key: bytes) -> KeyStore:
-        """Read the store; SecurityError if it is missing, malformed or not this master key's."""
+    def open(cls, path: Path, master_key: bytes, *, init: str = _INIT) -> KeyStore:
+        """Read the store; SecurityError if it is missing, malformed or not this master key's.
+
+        ``init`` is the command that creates this store, for the error when it is missing.
+        """
         store = cls(path, master_key, {"keys": {}})
-        store.reload()
+        store.reload(init=init)
         return store
 
-    def reload(self) -> None:
+    def reload(self, *, init: str = _INIT) -> None:
         """(Re-)read the file: also how a running switch sees a rotation made by the CLI."""
         path = self.path
         try:
             doc = json.loads(path.read_text())
         except FileNotFoundError:
-            raise SecurityError(
-                f"{path}: no key store (create one with `switch keys init`)"
-            ) from None
+            raise SecurityError(f"{path}: no key store (create one with `{init}`)") from None
         except (OSError, ValueError) as exc:
             raise SecurityError(f"{path}: unreadable key store: {type(exc).__name__}") from None
         if not isinstance(doc, dict) or doc.get("format") != _FORMAT or "keys" not in doc:
@@ -510,19 +512,24 @@ def master_key_path(security: SecurityConfig) -> Path | None:
 
 
 def open_store(
-    path: Path | None, security: SecurityConfig, names: Iterable[str | None]
+    path: Path | None,
+    security: SecurityConfig,
+    names: Iterable[str | None],
+    *,
+    init: str = _INIT,
 ) -> KeyStore | None:
     """The key store at ``path`` when any of ``names`` is set, checked to hold them all.
 
     None when no key is named (nothing to open, no master key needed); a
-    SecurityError naming the store and the missing keys otherwise.
+    SecurityError naming the store and the missing keys otherwise (and
+    ``init``, the command that creates the store, when there is none).
     """
     wanted = sorted({name for name in names if name})
     if not wanted:
         return None
     if path is None:
         raise SecurityError(f"keys {', '.join(wanted)} are named but no key store is set")
-    store = KeyStore.open(path, load_master_key(security))
+    store = KeyStore.open(path, load_master_key(security), init=init)
     missing = [name for name in wanted if name not in store]
     if missing:
         raise SecurityError(f"{path}: no key named {', '.join(missing)}")

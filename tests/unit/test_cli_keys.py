@@ -151,6 +151,15 @@ def test_without_a_store(config: Path) -> None:
     assert "switch keys init" in result.output
 
 
+def test_without_a_simulators_store_the_hint_names_its_own_init(config: Path) -> None:
+    config.write_text('[simulators.visa]\nspec = "visa"\n')
+    result = CliRunner(env={"SWITCH_MASTER_KEY": MASTER, "SWITCH_CONFIG": None}).invoke(
+        main, ["keys", "--simulator", "visa", "list", "--config", str(config)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "create one with `switch keys --simulator visa init`" in result.output
+
+
 def test_every_command_has_help() -> None:
     for command in ("init", "list", "generate", "import", "rotate"):
         result = CliRunner().invoke(main, ["keys", command, "--help"])

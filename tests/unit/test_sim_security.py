@@ -181,6 +181,14 @@ def test_open_keys_only_when_named_and_names_missing_keys(
         open_keys(_sim(tmp_path, mac_key="nope"), security)
 
 
+def test_a_missing_simulator_store_names_the_command_that_creates_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWITCH_MASTER_KEY", "ab" * 32)
+    with pytest.raises(SecurityError, match="create one with `switch keys --simulator visa init`"):
+        open_keys(_sim(tmp_path, pin_key="zpk"), SecurityConfig())
+
+
 def test_the_demos_cavv_is_the_one_the_simulators_acs_issues() -> None:
     from switch.demo import SAMPLE, THREE_DS_CARD, THREE_DS_CAVV
 
