@@ -84,6 +84,9 @@ def _run(config: Config, sims: Sequence[SimulatorConfig]) -> None:
     except (ConfigError, SecurityError) as exc:
         raise UsageError(str(exc)) from None
     except BaseExceptionGroup as group:
+        config_errors, _ = group.split(ConfigError)  # a TLS file serve could not load
+        if config_errors is not None:
+            raise UsageError(str(_first(config_errors))) from None
         bind_errors, rest = group.split(OSError)
         if bind_errors is None or rest is not None:
             raise

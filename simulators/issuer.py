@@ -392,11 +392,16 @@ async def serve(
     """Run one issuer simulator until cancelled; reports its bound port (port 0 works)."""
     issuer = Issuer(config, vault=vault, cardbook=cardbook, checks=checks, keys=keys, rng=rng)
     try:
+        context = None  # built before binding: a TLS file that does not load leaves no socket
+        if config.tls_cert is not None and config.tls_key is not None:
+            with tls.naming_files(
+                f"simulator {config.name}", config, "tls_cert", "tls_key", "tls_client_ca"
+            ):
+                context = tls.server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
         tcp = await trio.open_tcp_listeners(config.port, host=config.host)
         port = int(tcp[0].socket.getsockname()[1])
         listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp)
-        if config.tls_cert is not None and config.tls_key is not None:
-            context = tls.server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
+        if context is not None:
             listeners = [trio.SSLListener(t, context, https_compatible=False) for t in tcp]
         log.info(
             "simulator %s (%s, %s framing%s) listening on %s:%d",

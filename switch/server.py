@@ -13,22 +13,19 @@ flush the journal and return.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import gc
 import logging
 import signal
-import ssl
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from switch.config import Config
-from switch.errors import ConfigError
 from switch.forwarder import SafForwarder
 from switch.issuer_link import IssuerLink
 from switch.journal import Journal, JournalWriter
@@ -208,7 +205,9 @@ def _server_tls(listener: Any) -> Any:
         return None
     from switch import tls
 
-    with _tls_files(f"listener {listener.name}", listener, "tls_cert", "tls_key", "tls_client_ca"):
+    with tls.naming_files(
+        f"listener {listener.name}", listener, "tls_cert", "tls_key", "tls_client_ca"
+    ):
         return tls.server_context(listener.tls_cert, listener.tls_key, listener.tls_client_ca)
 
 
@@ -217,20 +216,8 @@ def _client_tls(issuer: Any) -> Any:
         return None
     from switch import tls
 
-    with _tls_files(f"issuer {issuer.name}", issuer, "tls_ca", "tls_cert", "tls_key"):
+    with tls.naming_files(f"issuer {issuer.name}", issuer, "tls_ca", "tls_cert", "tls_key"):
         return tls.client_context(issuer.tls_ca, issuer.tls_cert, issuer.tls_key)
-
-
-@contextlib.contextmanager
-def _tls_files(who: str, section: Any, *keys: str) -> Iterator[None]:
-    """ssl's errors name no file ('[Errno 2] No such file or directory'): name the keys."""
-    try:
-        yield
-    except (OSError, ssl.SSLError) as exc:
-        files = " and ".join(
-            f"{key} {getattr(section, key)}" for key in keys if getattr(section, key) is not None
-        )
-        raise ConfigError(f"{who}: cannot load {files}: {exc.strerror or exc}") from None
 
 
 async def run(

@@ -16,18 +16,23 @@ its own stream.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["client_context", "make_test_pki", "server_context"]
+from switch.errors import ConfigError
+
+__all__ = ["client_context", "make_test_pki", "naming_files", "server_context"]
 
 _MINIMUM = ssl.TLSVersion.TLSv1_2
 
@@ -52,6 +57,23 @@ def client_context(
     if cert is not None:
         context.load_cert_chain(cert, key)
     return context
+
+
+@contextlib.contextmanager
+def naming_files(who: str, section: Any, *keys: str) -> Iterator[None]:
+    """ssl's errors name no file ('[Errno 2] No such file or directory'): name the keys.
+
+    Around building a context from config ``section`` (a listener, issuer link or
+    simulator, ``who``): an error loading its files ``keys`` becomes a ConfigError
+    naming them and their paths.
+    """
+    try:
+        yield
+    except (OSError, ssl.SSLError) as exc:
+        files = " and ".join(
+            f"{key} {getattr(section, key)}" for key in keys if getattr(section, key) is not None
+        )
+        raise ConfigError(f"{who}: cannot load {files}: {exc.strerror or exc}") from None
 
 
 def _name(common_name: str) -> x509.Name:

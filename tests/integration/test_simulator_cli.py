@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 import signal
 import socket
 import subprocess
@@ -191,4 +192,21 @@ def test_a_simulator_naming_a_key_its_store_lacks_is_one_line_exit_2(
     result = CliRunner().invoke(main, ["sim", "issuer", "-n", "visa", "-c", str(config_path)])
     assert result.exit_code == 2
     assert "no key named visa-zpk" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_simulator_tls_file_that_cannot_be_loaded_is_named_exit_2(tmp_path: Path) -> None:
+    config_path = _write_config(tmp_path, {"visa": 0})
+    config_path.write_text(
+        config_path.read_text().replace(
+            'ledger = "var/sim-visa.db"\n',
+            'ledger = "var/sim-visa.db"\ntls_cert = "no.pem"\ntls_key = "no.key"\n',
+        )
+    )
+    result = CliRunner().invoke(main, ["sim", "issuer", "-n", "visa", "-c", str(config_path)])
+    assert result.exit_code == 2, result.output
+    assert re.search(
+        r"simulator visa: cannot load tls_cert .*no\.pem and tls_key .*no\.key: No such file",
+        result.output,
+    ), result.output
     assert "Traceback" not in result.output
