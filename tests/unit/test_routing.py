@@ -57,6 +57,11 @@ def test_first_route_wins_among_equal_lengths() -> None:
     assert RouteTable([("4", "a"), ("4", "b")]).route("4000") == "a"
 
 
+def test_overlapping_ranges_of_one_width_go_to_the_first_in_the_file() -> None:
+    assert RouteTable([("42-48", "a"), ("40-45", "b")]).route("4300") == "a"
+    assert RouteTable([("40-45", "b"), ("42-48", "a")]).route("4300") == "b"
+
+
 def test_bad_route_is_refused() -> None:
     with pytest.raises(ValueError):
         RouteTable([("4x", "visa")])
