@@ -31,7 +31,9 @@ def parse_tlv(data: str, tag_length: int, length_digits: int) -> list[tuple[str,
         start = pos + tag_length + length_digits
         end = start + int(raw_len)
         if end > len(data):
-            raise CodecError(f"TLV element {tag!r} at offset {pos} runs past the field's end")
+            # No tag in the text: after a miscounted length the "tag" is the
+            # previous value's tail (a CVV2's digits), and this text is logged.
+            raise CodecError(f"TLV element at offset {pos} runs past the field's end")
         out.append((tag, data[start:end]))
         pos = end
     return out

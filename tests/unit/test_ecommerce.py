@@ -75,6 +75,15 @@ def test_truncated_tlv_is_a_codec_error_naming_the_field(data: str) -> None:
         ecommerce.strip(ACQ, {"48": data})
 
 
+@pytest.mark.parametrize("data", ["C20031234005", "C2003123457009"])
+def test_a_misaligned_tlv_error_never_shows_the_bytes_it_took_for_a_tag(data: str) -> None:
+    # A CVV2 longer than its length says: its last digits are read as the next tag.
+    with pytest.raises(CodecError) as caught:
+        ecommerce.read(ACQ, {"48": data})
+    assert "45" not in str(caught.value) and "'4" not in str(caught.value)
+    assert "offset 8" in str(caught.value)
+
+
 def test_value_too_long_for_its_length_digits_is_refused() -> None:
     with pytest.raises(CodecError, match="do not fit a 2-digit length"):
         ecommerce.write(VISA, {}, {"cavv": "A" * 100})
