@@ -9,7 +9,10 @@ Blast radius: a frame that cannot be answered (no readable MTI/F11) or a
 broken length prefix closes *that* connection with a logged reason; other
 connections and their transactions carry on. So does an acquirer that stops
 reading its answers: the connection stops reading too once answers pile up,
-and is closed when it has taken none for ``idle_timeout``.
+and is closed when it has taken none for ``idle_timeout``. And one that
+sends faster than the switch answers: past ``_MAX_INFLIGHT`` requests in the
+switch the connection reads no more until one is done, so TCP holds the
+rest back instead of the switch's memory.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ log = logging.getLogger("switch.listener")
 # connection stops reading, so TCP pushes back on the acquirer instead of its
 # answers piling up in memory.
 _MAX_BACKLOG = 1024
+# Requests of one connection in the switch at once: past this many it stops
+# reading until one is answered, so an acquirer sending faster than the
+# switch and its issuers answer is held back by TCP, not by the switch's memory.
+_MAX_INFLIGHT = 4096
 
 
 class Listener:
@@ -133,6 +140,9 @@ class Listener:
                                     break
                                 read_at = perf_counter()
                                 for frame in decoder.feed(bytes(data)):
+                                    if conn.inflight >= _MAX_INFLIGHT:
+                                        await conn.wait_room()
+                                    conn.inflight += 1
                                     nursery.start_soon(self._process, frame, conn, read_at)
                                 if decoder.error is not None:  # its frames are answered, then close
                                     raise decoder.error
@@ -186,46 +196,66 @@ class Listener:
                 return
 
     async def _process(self, frame: bytes, conn: _Conn, read_at: float) -> None:
-        stages = self.processor.stages
-        stages.add("queued", perf_counter() - read_at)
-        with self.processor.hold():  # shutdown waits until the answer is on the stream
-            try:
-                answer = await self.processor.handle(self.name, self.guard, frame)
-            except CodecError as exc:
-                self.closed_for_errors += 1
-                log.warning(
-                    "listener %s: closing connection from %s: unanswerable frame: %s",
-                    self.name,
-                    conn.peer,
-                    exc,
-                )
-                conn.close(f"unanswerable frame: {exc}")
-                return
-            if answer is None:
-                return
-            answered_at = perf_counter()
-            try:
-                await conn.outbox.send(encode_frame(self.guard.encode(answer), self.framing))
-                stages.add("answer_send", perf_counter() - answered_at)
-            except CodecError as exc:
-                log.error("listener %s: cannot encode answer: %s", self.name, exc)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                log.warning(
-                    "listener %s: answer to %s lost, connection gone: %s", self.name, conn.peer, exc
-                )
-                conn.close(f"answer lost: {exc}")
+        try:
+            stages = self.processor.stages
+            stages.add("queued", perf_counter() - read_at)
+            with self.processor.hold():  # shutdown waits until the answer is on the stream
+                try:
+                    answer = await self.processor.handle(self.name, self.guard, frame)
+                except CodecError as exc:
+                    self.closed_for_errors += 1
+                    log.warning(
+                        "listener %s: closing connection from %s: unanswerable frame: %s",
+                        self.name,
+                        conn.peer,
+                        exc,
+                    )
+                    conn.close(f"unanswerable frame: {exc}")
+                    return
+                if answer is None:
+                    return
+                answered_at = perf_counter()
+                try:
+                    await conn.outbox.send(encode_frame(self.guard.encode(answer), self.framing))
+                    stages.add("answer_send", perf_counter() - answered_at)
+                except CodecError as exc:
+                    log.error("listener %s: cannot encode answer: %s", self.name, exc)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    log.warning(
+                        "listener %s: answer to %s lost, connection gone: %s",
+                        self.name,
+                        conn.peer,
+                        exc,
+                    )
+                    conn.close(f"answer lost: {exc}")
+        finally:
+            conn.answered()
 
 
 class _Conn:
     """What the tasks of one acquirer connection share, and why it was closed."""
 
-    __slots__ = ("outbox", "peer", "reason", "scope")
+    __slots__ = ("_room", "inflight", "outbox", "peer", "reason", "scope")
 
     def __init__(self, outbox: Outbox, peer: str) -> None:
         self.outbox = outbox
         self.peer = peer
         self.reason: str | None = None  # None: the peer closed it
         self.scope = trio.CancelScope()  # the connection's nursery's, once it is open
+        self.inflight = 0  # requests read and not yet done with
+        self._room: trio.Event | None = None  # only while the reader waits for room
+
+    async def wait_room(self) -> None:
+        """Wait until a request in flight is done with."""
+        self._room = room = trio.Event()
+        await room.wait()
+
+    def answered(self) -> None:
+        """A request is done with (answered, or dropped): room for the next."""
+        self.inflight -= 1
+        if self._room is not None:
+            self._room.set()
+            self._room = None
 
     def close(self, reason: str) -> None:
         """Cancel the connection's nursery; the first reason given is the one logged."""

@@ -14,6 +14,7 @@ import trio
 
 import specs
 from switch import codec
+from switch import listener as listener_module
 from switch.client import build_request
 from switch.framing import FrameDecoder, encode_frame
 from tests.integration.netfixture import Network, network
@@ -78,3 +79,38 @@ async def test_an_acquirer_that_never_reads_its_answers_is_closed_and_others_car
             await stream.aclose()
             assert listener.closed_for_errors == 1
             assert "closed: took no answer for 1s" in caplog.text
+
+
+async def test_a_connection_never_has_more_requests_in_the_switch_than_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listener_module, "_MAX_INFLIGHT", 3)
+    running = peak = 0
+    process = listener_module.Listener._process
+
+    async def counted(self: Any, frame: bytes, conn: Any, read_at: float) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        try:
+            await process(self, frame, conn, read_at)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(listener_module.Listener, "_process", counted)
+    requests = [
+        build_request(pan="4111111111111111", amount=100, stan=f"{n:06d}") for n in range(1, 13)
+    ]
+    with trio.fail_after(20):
+        async with network(tmp_path) as net:
+            stream = await trio.open_tcp_stream("127.0.0.1", net.port)
+            # Twelve in one write: the switch reads them at once, starts three.
+            await stream.send_all(b"".join(encode_frame(codec.encode(r, SPEC)) for r in requests))
+            decoder = FrameDecoder()
+            answers: list[dict[str, str]] = []
+            while len(answers) < len(requests):
+                data = await stream.receive_some(65536)
+                answers += [codec.decode(f, SPEC) for f in decoder.feed(bytes(data))]
+            await stream.aclose()
+    assert sorted((a["11"], a["39"]) for a in answers) == [(r["11"], "00") for r in requests]
+    assert peak == 3
