@@ -4,7 +4,9 @@ An issuer answer is matched to its request by (MTI class, switch STAN): an
 0110 answers the 0100 with the same F11, an 0410 the 0400, an 0810 the 0800.
 The switch allocates its own STAN per link, never reusing one that is still
 in flight, so acquirers' STANs (which collide across terminals) never reach
-the matching key.
+the matching key. Only a response MTI (function digit 1 or 3, ISO 8583:1987
+4.3) answers anything: an issuer that echoes our 0100 back, or sends an 0800
+of its own with the STAN of our sign-on, has answered nothing.
 
 A request whose timeout passed is moved to a *late* table for ``late_window``
 seconds: an answer that arrives then is ``late`` (journaled, and an approval
@@ -22,6 +24,7 @@ __all__ = ["InFlight", "Match", "StanAllocator", "match_key"]
 
 T = TypeVar("T")
 Key = tuple[str, str]
+_RESPONSE_FUNCTIONS = ("1", "3")  # the MTI's third digit: response, advice response
 
 
 def match_key(mti: str, stan: str) -> Key:
@@ -79,6 +82,8 @@ class InFlight(Generic[T]):
     def answer(self, mti: str, stan: str, now: float) -> Match[T]:
         """Classify an arriving answer and take its request out of the tables."""
         self._prune(now)
+        if mti[2:3] not in _RESPONSE_FUNCTIONS:
+            return Match("unmatched", None)
         key = match_key(mti, stan)
         item = self._live.pop(key, None)
         if item is not None:

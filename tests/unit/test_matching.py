@@ -36,6 +36,18 @@ def test_unknown_answer_is_unmatched() -> None:
     assert InFlight[str]().answer("0110", "123456", now=0).kind == "unmatched"
 
 
+def test_a_request_mti_from_the_issuer_never_answers_a_waiting_request() -> None:
+    # An issuer that echoes our 0100 back, or sends its own 0800 with the STAN of
+    # our sign-on, has not answered it: only a response MTI (0110, 0810) does.
+    table: InFlight[str] = InFlight()
+    table.add("0100", "000004", "auth")
+    table.add("0800", "000005", "sign-on")
+    assert table.answer("0100", "000004", now=0).kind == "unmatched"
+    assert table.answer("0800", "000005", now=0).kind == "unmatched"
+    assert table.answer("0110", "000004", now=0).item == "auth"
+    assert table.answer("0810", "000005", now=0).item == "sign-on"
+
+
 def test_stan_allocator_wraps_and_skips_busy_stans() -> None:
     table: InFlight[str] = InFlight()
     alloc = StanAllocator(start=999_999)
