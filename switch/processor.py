@@ -6,9 +6,9 @@ translate → journal (write-ahead) → issuer → match → translate back → 
 translate, recent); this module sequences them, awaits the link and the
 journal, and owns the consequences of what goes wrong:
 
-- issuer timeout, or the connection dying after the request left: answer 91
-  and queue an automatic reversal in the SAF (persisted, so it survives a
-  crash);
+- issuer timeout, the connection dying after the request left, or an answer
+  without a response code (F39): answer 91 and queue an automatic reversal in
+  the SAF (persisted, so it survives a crash);
 - a late answer: journaled as ``late`` (its reversal is already queued);
 - a duplicate (same listener, F41, F11, F7/F37, MTI class): never forwarded
   again; it gets the first request's answer, waiting for it if in flight;
@@ -58,6 +58,7 @@ from switch.messages import (
     F_PAN,
     F_PIN_BLOCK,
     F_REPLACEMENT_AMOUNTS,
+    F_RESPONSE_CODE,
     F_RRN,
     F_STAN,
     F_TERMINAL,
@@ -510,6 +511,11 @@ class Processor:
             # rejected outcome on disk keeps recovery from reversing it.
             reason = mask_text(f"cannot encode for {link.name}: {exc}")[:200]
             return self._never_sent(txn, reason, code="30", counter="rejected_30")
+        if not answer.get(F_RESPONSE_CODE):
+            # An answer that does not say what the issuer decided proves nothing: it
+            # may have approved, so the acquirer hears 91 and the request is reversed.
+            reason = f"{link.name}: answer {answer.get('t')} without a response code (F39)"
+            return self._timed_out(txn, link, reason, sent=True)
         self._stage(txn, "issuer")
         latency = int((trio.current_time() - txn.started) * 1_000_000)
         out = to_acquirer(answer, request)
