@@ -1,7 +1,8 @@
 """Trio shell: the outbound link to one issuer network.
 
 Owns the TCP connection(s) to the issuer's endpoints, the link's STAN space
-and in-flight table (switch.matching), sign-on and echo (0800), and the
+and in-flight table (switch.matching), sign-on and echo (0800) both ways (the
+issuer's own 0800 is answered, translate.network_answer), and the
 reconnect loop with exponential backoff. It knows nothing of journals or
 acquirers: ``exchange(message)`` sends one request and returns the answer,
 or raises LinkDown / IssuerTimeout; late and unmatched answers are handed to
@@ -43,9 +44,9 @@ from switch.framing import FrameDecoder, Framing, encode_frame
 from switch.guard import Guard
 from switch.keys import KeyStore
 from switch.matching import InFlight, StanAllocator, match_key
-from switch.messages import F_KEY_BLOCK, KEY_EXCHANGE
+from switch.messages import F_KEY_BLOCK, F_NETWORK_MGMT, KEY_EXCHANGE, is_request
 from switch.outbox import Outbox
-from switch.translate import transmission_time
+from switch.translate import network_answer, transmission_time
 
 __all__ = ["IssuerLink", "LinkStats"]
 
@@ -336,7 +337,7 @@ class IssuerLink:
                     raise LinkDown(f"{conn.endpoint} closed the connection")
                 conn.last_activity = trio.current_time()
                 for frame in conn.decoder.feed(bytes(data)):
-                    await self._on_frame(frame)
+                    await self._on_frame(conn, frame)
                 if conn.decoder.error is not None:  # nothing more will be read here
                     raise conn.decoder.error
         except FramingError as exc:
@@ -349,7 +350,7 @@ class IssuerLink:
         self._notify()
         scope.cancel()
 
-    async def _on_frame(self, frame: bytes) -> None:
+    async def _on_frame(self, conn: _Conn, frame: bytes) -> None:
         try:
             answer = codec.decode(frame, self.spec)
         except CodecError as exc:
@@ -366,6 +367,9 @@ class IssuerLink:
             log.error("link %s: answer %s STAN %s refused: %s", self.name, mti, stan, exc)
         else:
             bad = None
+        if bad is None and mti[:2] == "08" and is_request(mti):
+            await self._answer_issuer(conn, answer)
+            return
         result = self.in_flight.answer(mti, stan, trio.current_time())
         if result.kind == "matched" and result.item is not None:
             if bad is not None:  # never acted on: the waiting request fails with 63
@@ -389,6 +393,22 @@ class IssuerLink:
             log.warning("link %s: unmatched answer %s STAN %s", self.name, mti, stan)
             if self.on_unmatched is not None:
                 await self.on_unmatched(self.name, answer, "no request with this STAN")
+
+    async def _answer_issuer(self, conn: _Conn, request: dict[str, str]) -> None:
+        """The issuer's own 0800 (an echo, a sign-on): answered on its connection."""
+        reply = network_answer(request)
+        log.info(
+            "link %s: issuer's 0800 F70 %s answered %s",
+            self.name,
+            request.get(F_NETWORK_MGMT),
+            reply["39"],
+        )
+        try:
+            frame = encode_frame(self.guard.encode(reply), self.framing)
+        except CodecError as exc:
+            log.error("link %s: cannot answer the issuer's 0800: %s", self.name, exc)
+            return
+        await conn.send(frame)  # LinkDown: the reader drops this connection
 
     async def _network_request(
         self, conn: _Conn, code: str, extra: dict[str, str] | None = None

@@ -16,6 +16,9 @@ Issuer side of a request (``to_issuer``):
 - a reversal's F90 is rewritten to the *issuer-side* original (MTI, switch
   STAN, switch F7), since that is what the issuer knows.
 
+An issuer's own 0800 (``network_answer``): 0810 with 00 for a sign-on or an
+echo, 12 for any other code, F70 echoed.
+
 Acquirer side of an answer (``to_acquirer``/``local_answer``): the response
 MTI and F3, F4, F7, F11, F37, F38 (approved only), F39, F41, F42, F49, with the
 acquirer's own F11, F41 and F37 restored.
@@ -33,6 +36,7 @@ from switch.messages import (
     F_ACQUIRER_ID,
     F_AMOUNT,
     F_AUTH_CODE,
+    F_NETWORK_MGMT,
     F_ORIGINAL_DATA,
     F_REPLACEMENT_AMOUNTS,
     F_RESPONSE_CODE,
@@ -48,6 +52,7 @@ __all__ = [
     "ANSWER_FIELDS",
     "format_original_data",
     "local_answer",
+    "network_answer",
     "parse_original_data",
     "reversal_for_issuer",
     "rrn_for",
@@ -62,6 +67,9 @@ _NOT_COPIED = frozenset({"h", "p", "1", "52", "64", "128"})
 # Never carried by a reversal: card-present secrets and e-commerce auth data.
 _NOT_IN_REVERSAL = frozenset({"14", "35", "45", "48", "52", "55", "64", "126", "128"})
 ANSWER_FIELDS = ("3", "4", "7", "11", "37", "38", "39", "41", "42", "49")
+# What the switch acknowledges when an issuer asks it (F70): sign-on and echo. A
+# sign-off, or a key the switch did not ask for, is refused: 00 would claim it acted.
+_ACKNOWLEDGED = frozenset({"001", "301"})
 
 
 # (second since the epoch, F7 text) and (hour since the epoch, RRN prefix) last
@@ -172,6 +180,15 @@ def local_answer(
     if F_RRN not in out and rrn:
         out[F_RRN] = rrn
     out[F_RESPONSE_CODE] = response_code
+    return out
+
+
+def network_answer(request: Mapping[str, str]) -> dict[str, str]:
+    """The switch's 0810 to an issuer's own 0800, with its F70 (network management code)."""
+    code = APPROVED if request.get(F_NETWORK_MGMT) in _ACKNOWLEDGED else "12"
+    out = local_answer(request, code)
+    if F_NETWORK_MGMT in request:
+        out[F_NETWORK_MGMT] = request[F_NETWORK_MGMT]
     return out
 
 

@@ -11,6 +11,7 @@ from switch import codec, ecommerce
 from switch.translate import (
     format_original_data,
     local_answer,
+    network_answer,
     parse_original_data,
     reversal_for_issuer,
     rrn_for,
@@ -211,3 +212,17 @@ def test_track2_gets_the_separator_the_issuers_encoding_can_carry(
     )
     assert out["35"] == expected
     assert codec.decode(codec.encode(out, spec), spec)["35"] == expected
+
+
+def test_an_issuers_echo_and_sign_on_are_acknowledged_and_anything_else_refused() -> None:
+    echo = {"t": "0800", "7": "1129120000", "11": "000042", "70": "301"}
+    assert network_answer(echo) == {
+        "t": "0810",
+        "7": "1129120000",
+        "11": "000042",
+        "39": "00",
+        "70": "301",
+    }
+    assert network_answer(dict(echo, **{"70": "001"}))["39"] == "00"
+    assert network_answer(dict(echo, **{"70": "161"}))["39"] == "12"  # an unasked-for key
+    assert network_answer(dict(echo, **{"70": "002"}))["39"] == "12"
