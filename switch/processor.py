@@ -796,7 +796,11 @@ class Processor:
             if not link or link not in self.links:
                 continue
             target, issuer_request = row["txn_id"], reversals.issuer_request_of(row)
+            # An acquirer's reversal cut off by the crash is still the acquirer's: its
+            # original ends "reversed", as when the issuer does not answer it in time.
+            reason, state = "auto", "timed_out"
             if is_reversal(mti):
+                reason, state = "acquirer", "reversal_pending"
                 original = lookup(row.get("original_txn") or "")
                 if not original or not original.get("issuer_stan"):
                     continue
@@ -805,7 +809,7 @@ class Processor:
                     t=original.get("mti") or "0100",
                     **{"11": original["issuer_stan"], "7": original.get("issuer_f7") or ""},
                 )
-            self.queue_reversal(target, link, issuer_request, row.get("pan_enc"))
+            self.queue_reversal(target, link, issuer_request, row.get("pan_enc"), reason=reason)
             self.writer.record(
                 Leg(
                     txn_id=row["txn_id"],
@@ -814,7 +818,7 @@ class Processor:
                     link=link,
                     mti=mti,
                     stan=row.get("stan"),
-                    state="timed_out",
+                    state=state,
                     note="no outcome recorded before restart; reversal queued",
                 )
             )

@@ -239,3 +239,68 @@ def test_run_on_a_taken_port_says_so_without_a_traceback(tmp_path: Path) -> None
     assert result.exit_code == 1
     assert "cannot run the switch" in result.output and "Address already in use" in result.output
     assert "Traceback" not in result.output
+
+
+def test_kill_9_during_an_acquirer_reversal_reverses_the_original_as_the_acquirer_asked(
+    tmp_path: Path,
+) -> None:
+    # The issuer takes 2 s over each message for this card and amount: the approval
+    # comes back, then the acquirer's reversal is at the issuer when the switch dies.
+    slow = {"mastercard": [{"kind": "latency", "amount": "4200", "seconds": 2.0}]}
+    config, port = _write_config(tmp_path, timeout=5.0, faults=slow)
+    sims = start("sims", ["sim", "all", "--config", str(config)], log_dir=tmp_path)
+    switch = start("switch", ["run", "--config", str(config)], log_dir=tmp_path)
+    journal = tmp_path / "var" / "journal.db"
+    try:
+        wait_for_port("127.0.0.1", port, proc=switch.popen)
+        wait_for_links(tmp_path / "var" / "switch.sock")
+
+        async def crash() -> None:
+            with trio.fail_after(30):
+                client = await AcquirerClient.connect("127.0.0.1", port)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(client.run)
+                    sale = build_request(pan="5555555555554444", amount=4200)
+                    answer = await client.request(sale)
+                    assert answer is not None and answer["39"] == "00"
+                    f90 = "0100" + sale["11"] + sale["7"] + "0" * 22
+                    reversal = build_request(
+                        mti="0400", pan="5555555555554444", amount=4200, extra={"90": f90}
+                    )
+                    await client.submit(reversal)
+                    while True:  # until the reversal has left for the issuer
+                        with sqlite3.connect(journal) as db:
+                            sql = "select count(*) from legs where leg='issuer_out' and mti='0400'"
+                            if db.execute(sql).fetchone()[0]:
+                                break
+                        await trio.sleep(0.02)
+                    switch.kill()
+                    await client.aclose()
+                    nursery.cancel_scope.cancel()
+
+        trio.run(crash)
+        restarted = start("switch2", ["run", "--config", str(config)], log_dir=tmp_path)
+        try:
+            wait_for_port("127.0.0.1", port, proc=restarted.popen)
+
+            async def settled() -> dict[str, str]:
+                with trio.fail_after(30):
+                    while True:
+                        with sqlite3.connect(journal) as db:
+                            states = dict(
+                                db.execute("select mti, state from transactions").fetchall()
+                            )
+                            reason = db.execute("select reason from saf").fetchall()
+                        if reason and states.get("0100") != "approved":
+                            return {**states, "reason": reason[0][0]}
+                        await trio.sleep(0.1)
+
+            found = trio.run(settled)
+            # Reversed by the acquirer, not a timeout of the sale, which was answered 00.
+            assert found == {"0100": "reversed", "0400": "reversal_pending", "reason": "acquirer"}
+            assert restarted.stop() == 0
+        finally:
+            restarted.kill()
+    finally:
+        switch.kill()
+        sims.stop()
