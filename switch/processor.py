@@ -745,8 +745,9 @@ class Processor:
             return answer
         try:
             answer = await link.exchange(issuer_msg, context=txn)
-        except (IssuerTimeout, LinkDown) as exc:
-            # The acquirer's reversal must get through: SAF takes responsibility.
+        except (IssuerTimeout, LinkDown, SecurityError) as exc:
+            # The acquirer's reversal must get through: SAF takes responsibility. An
+            # answer whose MAC fails proves nothing either (the SAF retries those too).
             self.queue_reversal(
                 original.txn_id,
                 link.name,

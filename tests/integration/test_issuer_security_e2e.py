@@ -325,3 +325,26 @@ async def test_key_rotation_and_reload_keep_traffic_flowing(tmp_path: Path, stor
             await reload(net)
             assert await send_all(client, [signed(new_mac, new_zpk)]) == ["63"]
             assert await send_all(client, [signed(operator.get("acquirer-zak"), new_zpk)]) == ["00"]
+
+
+async def test_a_reversal_answered_with_a_bad_mac_goes_to_saf_and_the_switch_stays_up(
+    tmp_path: Path, stores: Stores
+) -> None:
+    # The issuer signs with another key: its 0410 proves nothing, so the reversal is
+    # the SAF's to deliver, as when the issuer does not answer it.
+    stores.shared("mastercard", "mastercard-zak", "ZAK", sim_value=secrets.token_bytes(16))
+    sides = {"sim_mastercard": {"mac_key": "mastercard-zak"}}
+    sides["link_mastercard"] = {"mac_key": "mastercard-zak"}
+    with trio.fail_after(30):
+        async with network(tmp_path, tweak=_keys(**sides), sign_on=False) as net:
+            client = await net.client()
+            sale = build_request(pan=PIN_CARDS["mastercard"], amount=100)
+            assert await _code(client, sale) == "63"
+            f90 = "0100" + sale["11"] + sale["7"] + "0" * 22
+            reversal = build_request(
+                mti="0400", pan=PIN_CARDS["mastercard"], amount=100, extra={"90": f90}
+            )
+            assert await _code(client, reversal) == "00"
+            assert await _code(client, build_request(pan=PIN_CARDS["visa"], amount=100)) == "00"
+            pending = net.server.saf.pending("mastercard")
+            assert {entry.reason for entry in pending} == {"auto", "acquirer"}
