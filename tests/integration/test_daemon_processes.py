@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
 import sqlite3
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from click.testing import CliRunner, Result
 from switch.cli import main
 from switch.client import AcquirerClient, build_request
 from switch.config import parse_config
-from switch.launch import free_port, start, wait_for_links, wait_for_port
+from switch.launch import Process, free_port, start, wait_for_links, wait_for_port
 from tests.integration.netfixture import raw_config
 
 pytestmark = pytest.mark.e2e
@@ -80,16 +82,47 @@ async def _send_all(port: int, requests: list[dict[str, str]]) -> list[dict[str,
     return results
 
 
+@contextlib.contextmanager
+def _running(tmp_path: Path, config: Path, port: int) -> Iterator[Process]:
+    """The simulators and the switch as processes, links up; the switch killed after."""
+    sims = start("sims", ["sim", "all", "--config", str(config)], log_dir=tmp_path)
+    switch = start("switch", ["run", "--config", str(config)], log_dir=tmp_path)
+    try:
+        wait_for_port("127.0.0.1", port, proc=switch.popen)
+        wait_for_links(tmp_path / "var" / "switch.sock")
+        yield switch
+    finally:
+        switch.kill()
+        sims.stop()
+
+
+@contextlib.contextmanager
+def _switch_again(tmp_path: Path, config: Path, port: int) -> Iterator[Process]:
+    """The switch started again on the same state (after a kill -9)."""
+    restarted = start("switch2", ["run", "--config", str(config)], log_dir=tmp_path)
+    try:
+        wait_for_port("127.0.0.1", port, proc=restarted.popen)
+        yield restarted
+    finally:
+        restarted.kill()
+
+
+async def _until_journal_has(journal: Path, sql: str, rows: int = 1) -> None:
+    """Poll the journal until ``sql`` (a count) reaches ``rows``: the switch's own
+    commit is the event, and another process's commit cannot be awaited."""
+    while True:
+        with sqlite3.connect(journal) as db:
+            if db.execute(sql).fetchone()[0] >= rows:
+                return
+        await trio.sleep(0.02)
+
+
 def test_sigterm_finishes_in_flight_and_exits_0(tmp_path: Path) -> None:
     # The issuer takes 0.8 s: SIGTERM arrives while the request is in flight.
     slow = {"visa": [{"kind": "latency", "pan": "4111111111111111", "seconds": 0.8}]}
     config, port = _write_config(tmp_path, timeout=3.0, faults=slow)
-    sims = start("sims", ["sim", "all", "--config", str(config)], log_dir=tmp_path)
-    switch = start("switch", ["run", "--config", str(config)], log_dir=tmp_path)
     journal = tmp_path / "var" / "journal.db"
-    try:
-        wait_for_port("127.0.0.1", port, proc=switch.popen)
-        wait_for_links(tmp_path / "var" / "switch.sock")
+    with _running(tmp_path, config, port) as switch:
 
         async def send_then_terminate() -> dict[str, str] | None:
             with trio.fail_after(20):
@@ -97,12 +130,9 @@ def test_sigterm_finishes_in_flight_and_exits_0(tmp_path: Path) -> None:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(client.run)
                     ex = await client.submit(build_request(pan="4111111111111111", amount=100))
-                    while True:  # until the request has left for the issuer
-                        with sqlite3.connect(journal) as db:
-                            sql = "select count(*) from legs where leg='issuer_out'"
-                            if db.execute(sql).fetchone()[0]:
-                                break
-                        await trio.sleep(0.02)
+                    await _until_journal_has(  # the request has left for the issuer
+                        journal, "select count(*) from legs where leg='issuer_out'"
+                    )
                     switch.popen.terminate()
                     await ex.done.wait()
                     await client.aclose()
@@ -112,19 +142,12 @@ def test_sigterm_finishes_in_flight_and_exits_0(tmp_path: Path) -> None:
         assert answer is not None and answer["39"] == "00"
         assert switch.popen.wait(15) == 0, switch.log_text()
         assert "4111111111111111" not in switch.log_text()
-    finally:
-        switch.kill()
-        sims.stop()
 
 
 def test_kill_9_with_transactions_in_flight_leaves_no_money_held(tmp_path: Path) -> None:
     config, port = _write_config(tmp_path, timeout=5.0)
-    sims = start("sims", ["sim", "all", "--config", str(config)], log_dir=tmp_path)
-    switch = start("switch", ["run", "--config", str(config)], log_dir=tmp_path)
     journal = tmp_path / "var" / "journal.db"
-    try:
-        wait_for_port("127.0.0.1", port, proc=switch.popen)
-        wait_for_links(tmp_path / "var" / "switch.sock")
+    with _running(tmp_path, config, port) as switch:
 
         async def crash() -> None:
             with trio.fail_after(30):
@@ -136,22 +159,15 @@ def test_kill_9_with_transactions_in_flight_leaves_no_money_held(tmp_path: Path)
                     fast = await client.submit(build_request(pan="4111111111111111", amount=100))
                     await fast.done.wait()
                     # Wait until the slow one's issuer-out leg is committed (write-ahead).
-                    while True:
-                        with sqlite3.connect(journal) as db:
-                            n = db.execute(
-                                "select count(*) from legs where leg='issuer_out'"
-                            ).fetchone()[0]
-                        if n >= 2:
-                            break
-                        await trio.sleep(0.05)
+                    await _until_journal_has(
+                        journal, "select count(*) from legs where leg='issuer_out'", rows=2
+                    )
                     switch.kill()
                     await client.aclose()
                     nursery.cancel_scope.cancel()
 
         trio.run(crash)
-        restarted = start("switch2", ["run", "--config", str(config)], log_dir=tmp_path)
-        try:
-            wait_for_port("127.0.0.1", port, proc=restarted.popen)
+        with _switch_again(tmp_path, config, port) as restarted:
 
             async def settled() -> None:
                 with trio.fail_after(30):
@@ -169,11 +185,6 @@ def test_kill_9_with_transactions_in_flight_leaves_no_money_held(tmp_path: Path)
 
             trio.run(settled)
             assert restarted.stop() == 0
-        finally:
-            restarted.kill()
-    finally:
-        switch.kill()
-        sims.stop()
 
 
 def test_operator_commands_against_a_running_daemon(tmp_path: Path) -> None:
@@ -248,12 +259,8 @@ def test_kill_9_during_an_acquirer_reversal_reverses_the_original_as_the_acquire
     # comes back, then the acquirer's reversal is at the issuer when the switch dies.
     slow = {"mastercard": [{"kind": "latency", "amount": "4200", "seconds": 2.0}]}
     config, port = _write_config(tmp_path, timeout=5.0, faults=slow)
-    sims = start("sims", ["sim", "all", "--config", str(config)], log_dir=tmp_path)
-    switch = start("switch", ["run", "--config", str(config)], log_dir=tmp_path)
     journal = tmp_path / "var" / "journal.db"
-    try:
-        wait_for_port("127.0.0.1", port, proc=switch.popen)
-        wait_for_links(tmp_path / "var" / "switch.sock")
+    with _running(tmp_path, config, port) as switch:
 
         async def crash() -> None:
             with trio.fail_after(30):
@@ -268,20 +275,15 @@ def test_kill_9_during_an_acquirer_reversal_reverses_the_original_as_the_acquire
                         mti="0400", pan="5555555555554444", amount=4200, extra={"90": f90}
                     )
                     await client.submit(reversal)
-                    while True:  # until the reversal has left for the issuer
-                        with sqlite3.connect(journal) as db:
-                            sql = "select count(*) from legs where leg='issuer_out' and mti='0400'"
-                            if db.execute(sql).fetchone()[0]:
-                                break
-                        await trio.sleep(0.02)
+                    await _until_journal_has(  # the reversal has left for the issuer
+                        journal, "select count(*) from legs where leg='issuer_out' and mti='0400'"
+                    )
                     switch.kill()
                     await client.aclose()
                     nursery.cancel_scope.cancel()
 
         trio.run(crash)
-        restarted = start("switch2", ["run", "--config", str(config)], log_dir=tmp_path)
-        try:
-            wait_for_port("127.0.0.1", port, proc=restarted.popen)
+        with _switch_again(tmp_path, config, port) as restarted:
 
             async def settled() -> dict[str, str]:
                 with trio.fail_after(30):
@@ -299,8 +301,3 @@ def test_kill_9_during_an_acquirer_reversal_reverses_the_original_as_the_acquire
             # Reversed by the acquirer, not a timeout of the sale, which was answered 00.
             assert found == {"0100": "reversed", "0400": "reversal_pending", "reason": "acquirer"}
             assert restarted.stop() == 0
-        finally:
-            restarted.kill()
-    finally:
-        switch.kill()
-        sims.stop()
