@@ -254,7 +254,7 @@ class IssuerLink:
             endpoint = self.config.endpoints[(slot + attempt) % len(self.config.endpoints)]
             try:
                 stream = await self._connect(endpoint)
-            except (OSError, ssl.SSLError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+            except (OSError, LinkDown, trio.TooSlowError) as exc:
                 self.stats.last_error = f"connect {endpoint}: {exc or 'timed out'}"
                 log.warning("link %s: cannot connect to %s: %s", self.name, endpoint, exc)
                 attempt += 1
@@ -296,14 +296,22 @@ class IssuerLink:
 
     async def _connect(self, endpoint: Endpoint) -> trio.abc.Stream:
         with trio.fail_after(max(self.config.timeout, 1.0)):
-            if self.ssl_context is not None:
-                return await trio.open_ssl_over_tcp_stream(
-                    endpoint.host,
-                    endpoint.port,
-                    ssl_context=self.ssl_context,
-                    https_compatible=False,
-                )
-            return await trio.open_tcp_stream(endpoint.host, endpoint.port)
+            if self.ssl_context is None:
+                return await trio.open_tcp_stream(endpoint.host, endpoint.port)
+            stream = await trio.open_ssl_over_tcp_stream(
+                endpoint.host,
+                endpoint.port,
+                ssl_context=self.ssl_context,
+                https_compatible=False,
+            )
+            # trio handshakes lazily, on the first send or read: without this an
+            # issuer whose certificate does not verify would count as connected.
+            try:
+                await stream.do_handshake()
+            except trio.BrokenResourceError as exc:
+                await trio.aclose_forcefully(stream)
+                raise LinkDown(f"TLS handshake: {exc.__cause__ or exc}") from None
+            return stream
 
     async def _lost(self, conn: _Conn, reason: str) -> None:
         conn.alive = False

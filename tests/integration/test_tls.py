@@ -196,3 +196,28 @@ def test_a_tls_file_that_cannot_be_loaded_stops_the_switch_naming_it(
 
     with pytest.raises(ConfigError, match=message):
         Server(parse_config(raw, tmp_path))
+
+
+async def test_an_issuer_link_checks_the_certificate_before_it_counts_as_connected(
+    pki: dict[str, Path], other_pki: dict[str, Path]
+) -> None:
+    from switch.config import Endpoint, IssuerConfig
+    from switch.issuer_link import IssuerLink
+
+    context = server_context(pki["server_cert"], pki["server_key"])
+    with trio.fail_after(10):
+        async with _serving(context) as server, trio.open_nursery() as nursery:
+            config = IssuerConfig(
+                name="visa",
+                spec="visa",
+                endpoints=(Endpoint(host="127.0.0.1", port=server.port),),
+                sign_on=False,
+            )
+            link = IssuerLink(config, ssl_context=client_context(other_pki["ca_cert"]))
+            await nursery.start(link.run)
+            while not link.is_up and link.stats.last_error is None:
+                await trio.sleep(0.01)
+            assert not link.is_up
+            assert link.stats.connected_to is None
+            assert "certificate verify failed" in (link.stats.last_error or "")
+            nursery.cancel_scope.cancel()
