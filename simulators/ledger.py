@@ -248,9 +248,12 @@ class Ledger:
         balance = int(row[0]) if row else 0
         if not daily:  # the day's spend is a sum over the day's rows: only when a limit asks
             return CardState(balance=balance)
+        # The day's purchases (0100/0200 debits) less what reversals released; a
+        # reversal that takes a refund back debits the card but buys nothing.
         spent = conn.execute(
             "SELECT COALESCE(SUM(-balance_change - reversed_amount), 0) FROM transactions "
-            "WHERE pan_token = ? AND business_day = ? AND balance_change < 0",
+            "WHERE pan_token = ? AND business_day = ? AND balance_change < 0 "
+            "AND substr(mti, 1, 2) IN ('01', '02')",
             [token, day],
         ).fetchone()[0]
         return CardState(balance=balance, spent_today=int(spent))

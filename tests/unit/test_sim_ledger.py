@@ -116,6 +116,16 @@ def test_daily_limit_counts_the_days_approvals_less_reversals(visa: Issuer) -> N
     assert visa.on_request(req("000035", pan, 6000), next_day).answer["39"] == "00"  # type: ignore[union-attr]
 
 
+def test_a_reversed_refund_does_not_count_against_the_daily_limit(visa: Issuer) -> None:
+    pan = "4000000000000119"  # daily limit 100.00
+    refund = req("000036", pan, 5000, "0200", **{"3": "200000"})
+    assert visa.on_request(refund, at(0)).answer["39"] == "00"  # type: ignore[union-attr]
+    taken_back = req("000037", pan, 5000, "0400", **{"3": "200000", "90": f90(refund)})
+    assert visa.on_request(taken_back, at(1)).answer["39"] == "00"  # type: ignore[union-attr]
+    # Taking a credit back is no purchase: the whole 100.00 is still there to spend.
+    assert visa.on_request(req("000038", pan, 10000), at(2)).answer["39"] == "00"  # type: ignore[union-attr]
+
+
 def test_settlement_file_for_a_scripted_day(visa: Issuer) -> None:
     approved = req("000041", amount=2500)
     visa.on_request(approved, at(0))
