@@ -97,7 +97,7 @@ class _Conn:
             await self.outbox.send(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.alive = False
-            raise LinkDown(f"send to {self.endpoint} failed: {exc}") from None
+            raise LinkDown(f"send to {self.endpoint} failed: {_reason(exc)}") from None
         self.last_activity = trio.current_time()
 
 
@@ -262,8 +262,8 @@ class IssuerLink:
                     await self._changed.wait()
                 delay = min(delay * 2, self.config.reconnect_max)
                 continue
-            delay = self.config.reconnect_min
             conn = _Conn(stream, self.framing, endpoint)
+            signed_on = False
             self.stats.connected_to = str(endpoint)
             log.info("link %s: connected to %s", self.name, endpoint)
             try:
@@ -278,6 +278,8 @@ class IssuerLink:
                         log.warning("link %s: %s", self.name, self.stats.last_error)
                         nursery.cancel_scope.cancel()
                     else:
+                        signed_on = True
+                        delay = self.config.reconnect_min
                         self._conns.append(conn)
                         self.state = "up"
                         self.up_event.set()
@@ -292,7 +294,9 @@ class IssuerLink:
             self.stats.reconnects += 1
             attempt += 1
             if not self.admin_down:
-                await trio.sleep(self.config.reconnect_min)
+                await trio.sleep(delay)
+            if not signed_on:  # it never came up (e.g. TLS refused our certificate): back off
+                delay = min(delay * 2, self.config.reconnect_max)
 
     async def _connect(self, endpoint: Endpoint) -> trio.abc.Stream:
         with trio.fail_after(max(self.config.timeout, 1.0)):
@@ -310,7 +314,7 @@ class IssuerLink:
                 await stream.do_handshake()
             except trio.BrokenResourceError as exc:
                 await trio.aclose_forcefully(stream)
-                raise LinkDown(f"TLS handshake: {exc.__cause__ or exc}") from None
+                raise LinkDown(f"TLS handshake: {_reason(exc)}") from None
             return stream
 
     async def _lost(self, conn: _Conn, reason: str) -> None:
@@ -352,7 +356,7 @@ class IssuerLink:
             self.stats.last_error = f"framing: {exc}"
             log.error("link %s: closing, bad framing from issuer: %s", self.name, exc)
         except (LinkDown, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self.stats.last_error = str(exc) or type(exc).__name__
+            self.stats.last_error = _reason(exc)
             log.warning("link %s: connection lost: %s", self.name, self.stats.last_error)
         conn.alive = False
         self._notify()
@@ -494,6 +498,11 @@ class IssuerLink:
                 self._notify()
                 scope.cancel()
                 return
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong: trio's BrokenResourceError says nothing, its cause (an SSLError) does."""
+    return str(exc) or str(exc.__cause__ or "") or type(exc).__name__
 
 
 def _down(text: str, *, sent: bool) -> LinkDown:

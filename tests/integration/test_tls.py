@@ -5,6 +5,8 @@ Each test serves in its own nursery and cancels it when done.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -220,4 +222,46 @@ async def test_an_issuer_link_checks_the_certificate_before_it_counts_as_connect
             assert not link.is_up
             assert link.stats.connected_to is None
             assert "certificate verify failed" in (link.stats.last_error or "")
+            nursery.cancel_scope.cancel()
+
+
+async def test_an_issuer_link_refused_for_its_client_certificate_backs_off_and_says_why(
+    pki: dict[str, Path],
+) -> None:
+    from switch.config import Endpoint, IssuerConfig
+    from switch.issuer_link import IssuerLink
+
+    context = server_context(pki["server_cert"], pki["server_key"], pki["ca_cert"])
+    attempts: list[float] = []
+
+    async def handler(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        attempts.append(trio.current_time())
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.do_handshake()  # no client certificate: refused
+        await trio.aclose_forcefully(stream)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            serve = partial(trio.serve_ssl_over_tcp, handler, 0, context, host="127.0.0.1")
+            [listener] = await nursery.start(serve)
+            config = IssuerConfig(
+                name="visa",
+                spec="visa",
+                endpoints=(
+                    Endpoint(
+                        host="127.0.0.1", port=listener.transport_listener.socket.getsockname()[1]
+                    ),
+                ),
+                reconnect_min=0.05,
+                reconnect_max=0.4,
+            )
+            link = IssuerLink(config, ssl_context=client_context(pki["ca_cert"]))
+            await nursery.start(link.run)
+            while len(attempts) < 5:
+                await trio.sleep(0.01)
+            assert not link.is_up
+            assert "SSL" in (link.stats.last_error or "")  # the TLS error, not a bare class name
+            # Each try waits at least twice as long as the one before, up to reconnect_max.
+            gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+            assert all(gap >= min(0.05 * 2**i, 0.4) for i, gap in enumerate(gaps)), gaps
             nursery.cancel_scope.cancel()
