@@ -152,7 +152,9 @@ class Listener:
                         conn.reason = f"framing error: {exc}"
                         self.closed_for_errors += 1
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                        conn.reason = f"connection error: {exc}"
+                        # A failed TLS handshake is a BrokenResourceError with no text
+                        # of its own; the SSLError it wraps says what went wrong.
+                        conn.reason = f"connection error: {str(exc) or exc.__cause__}"
                     # Peer closed its sending side or idle: let in-flight requests
                     # finish and answer (half-close), then close.
                 guard.cancel_scope.cancel()

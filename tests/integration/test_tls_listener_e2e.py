@@ -10,6 +10,8 @@ The test PKIs are tests.integration.pki's (fresh CAs per module).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -152,3 +154,23 @@ async def test_a_client_refuses_a_listener_certificate_from_another_ca(
             with pytest.raises(trio.BrokenResourceError):
                 await _tls_client(net, client_context(other_pki["ca_cert"]))
             assert not net.server.journal.find_transactions()
+
+
+async def test_a_refused_handshake_is_logged_with_its_tls_error(
+    tmp_path: Path, pki: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="switch.listener")
+
+    def closed() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "closed:" in r.getMessage()]
+
+    with trio.fail_after(20):
+        async with network(tmp_path, tweak=_tls_listener(pki)) as net:
+            async with await trio.open_tcp_stream("127.0.0.1", net.port) as plain:
+                await plain.send_all(encode_frame(b"0800"))
+                with contextlib.suppress(trio.BrokenResourceError):
+                    while await plain.receive_some():
+                        pass
+            while not closed():
+                await trio.sleep(0.01)
+    assert "SSL" in closed()[0]  # the handshake's error, not an empty "connection error: "
