@@ -517,7 +517,7 @@ def validate(message: Mapping[str, str], spec: Spec) -> None:
 
 
 def masked(message: Mapping[str, str], spec: Spec) -> dict[str, str]:
-    """A copy of ``message`` safe to show: PANs, track data, PIN, ICC and CVV2 hidden."""
+    """A copy of ``message`` safe to show: PANs, track data, PIN, ICC, CVV2 and CAVV hidden."""
     eco_field = spec.ecommerce.field if spec.ecommerce else None
     return {key: _mask_field(key, value, spec, eco_field) for key, value in message.items()}
 
@@ -534,5 +534,5 @@ def _mask_field(key: str, value: str, spec: Spec, eco_field: str | None) -> str:
     if key in _SECRET_FIELDS:
         return "*" * len(value)
     if key == eco_field:
-        return ecommerce.mask_cvv2(spec, value)
+        return ecommerce.mask_secrets(spec, value)
     return value

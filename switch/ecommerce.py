@@ -9,14 +9,15 @@ dialects is ``write(issuer_spec, read(acquirer_spec, msg))``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from specs import Ecommerce, Spec
 from switch.errors import CodecError
 
-__all__ = ["ROLES", "build_tlv", "mask_cvv2", "parse_tlv", "read", "strip", "write"]
+__all__ = ["ROLES", "build_tlv", "mask_secrets", "parse_tlv", "read", "strip", "write"]
 
 ROLES = ("cvv2", "eci", "cavv")
+_SECRET_ROLES = ("cvv2", "cavv")  # never shown: they prove the cardholder
 
 
 def parse_tlv(data: str, tag_length: int, length_digits: int) -> list[tuple[str, str]]:
@@ -102,11 +103,13 @@ def strip(spec: Spec, message: dict[str, str]) -> None:
         del message[eco.field]
 
 
-def mask_cvv2(spec: Spec, data: str) -> str:
-    """``data`` (the dialect's e-commerce field) with the CVV2 value as ``*``.
+def mask_secrets(spec: Spec, data: str, others: Callable[[str], str] = str) -> str:
+    """``data`` (the dialect's e-commerce field) with the CVV2 and CAVV values as ``*``.
 
-    A field that does not parse as TLV is masked whole: we cannot tell where
-    the CVV2 is, and it must never be shown (PCI DSS 3.2).
+    Both prove the cardholder and are never shown (PCI DSS 3.3.1; the CAVV
+    is 3-D Secure authentication data); ``others`` is applied to every other
+    value (a log's digit-run mask). A field that does not parse as TLV is
+    masked whole: we cannot tell where they are.
     """
     eco = spec.ecommerce
     if eco is None:
@@ -115,5 +118,7 @@ def mask_cvv2(spec: Spec, data: str) -> str:
         items = parse_tlv(data, eco.tag_length, eco.length_digits)
     except CodecError:
         return "*" * len(data)
-    cvv2 = eco.tags["cvv2"]
-    return build_tlv([(t, "*" * len(v) if t == cvv2 else v) for t, v in items], eco.length_digits)
+    secret = {eco.tags[role] for role in _SECRET_ROLES if role in eco.tags}
+    return build_tlv(
+        [(t, "*" * len(v) if t in secret else others(v)) for t, v in items], eco.length_digits
+    )

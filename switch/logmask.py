@@ -27,14 +27,12 @@ from collections.abc import Mapping
 from specs import Spec
 from switch import codec, ecommerce
 from switch.cards import mask_pan, mask_text
-from switch.errors import CodecError
 
 __all__ = ["MaskingFilter", "mask_fields"]
 
 _PAN_FIELDS = frozenset({"2", "34"})
 # Masked whole when there is no spec to say what is inside them.
 _HIDDEN_WITHOUT_SPEC = frozenset({"35", "36", "45", "48", "52", "55", "126"})
-_SECRET_ROLES = ("cvv2", "cavv")
 
 
 def mask_fields(message: Mapping[str, str], spec: Spec | None = None) -> dict[str, str]:
@@ -44,7 +42,7 @@ def mask_fields(message: Mapping[str, str], spec: Spec | None = None) -> dict[st
     shown = {key: mask_text(value) for key, value in codec.masked(message, spec).items()}
     eco = spec.ecommerce
     if eco is not None and message.get(eco.field):
-        shown[eco.field] = _mask_ecommerce(spec, message[eco.field])
+        shown[eco.field] = ecommerce.mask_secrets(spec, message[eco.field], mask_text)
     return shown
 
 
@@ -54,21 +52,6 @@ def _without_spec(key: str, value: str) -> str:
     if key in _HIDDEN_WITHOUT_SPEC:
         return "*" * len(value)
     return mask_text(value)
-
-
-def _mask_ecommerce(spec: Spec, data: str) -> str:
-    """The e-commerce field with its CVV2 and CAVV values as ``*`` (all of it if unparsable)."""
-    eco = spec.ecommerce
-    assert eco is not None
-    secret = {eco.tags[role] for role in _SECRET_ROLES if role in eco.tags}
-    try:
-        items = ecommerce.parse_tlv(data, eco.tag_length, eco.length_digits)
-    except CodecError:
-        return "*" * len(data)
-    masked = [
-        (tag, "*" * len(value) if tag in secret else mask_text(value)) for tag, value in items
-    ]
-    return ecommerce.build_tlv(masked, eco.length_digits)
 
 
 class MaskingFilter(logging.Filter):

@@ -41,7 +41,7 @@ import specs
 from switch import codec
 from switch.cards import mask_pan, mask_text
 from switch.client import AcquirerClient, next_stan
-from switch.ecommerce import mask_cvv2
+from switch.ecommerce import mask_secrets
 from switch.errors import CodecError
 from switch.messages import response_code_meaning
 from switch.translate import transmission_time
@@ -298,10 +298,10 @@ def prepare_request(
 
 
 def display_value(number: str, value: str | None, spec: specs.Spec | None = None) -> str | None:
-    """A field value safe to print: PAN masked, CVV2 and secrets hidden.
+    """A field value safe to print: PAN masked, CVV2, CAVV and secrets hidden.
 
     With the dialect known, its e-commerce field shows everything but the
-    CVV2; without it, that field is hidden whole.
+    CVV2 and CAVV; without it, that field is hidden whole.
     """
     if value is None:
         return None
@@ -313,7 +313,7 @@ def display_value(number: str, value: str | None, spec: specs.Spec | None = None
     if number == eco_field:
         if spec is None or spec.ecommerce is None:
             return "*" * min(len(value), 8)
-        return mask_text(mask_cvv2(spec, value))
+        return mask_text(mask_secrets(spec, value))
     return mask_text(value)
 
 

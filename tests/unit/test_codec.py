@@ -402,7 +402,7 @@ def test_masked_hides_card_data_and_keeps_the_rest() -> None:
         "35": "4111111111111111D28121010000000000000",
         "52": "1234567890ABCDEF",
         "55": "9F2608AABBCCDDEEFF0011",
-        "48": "ZZ002abC2003123",
+        "48": "ZZ002abC2003123AV004abcd",
     }
     shown = masked(message, specs.load("iso87ascii"))
     assert shown == message | {
@@ -411,6 +411,6 @@ def test_masked_hides_card_data_and_keeps_the_rest() -> None:
         "35": "411111******1111" + "*" * 21,
         "52": "*" * 16,
         "55": "*" * 22,
-        "48": "ZZ002abC2003***",
+        "48": "ZZ002abC2003***AV004****",
     }
     assert message["2"] == "4111111111111111"  # the caller's message is untouched

@@ -89,13 +89,13 @@ def test_value_too_long_for_its_length_digits_is_refused() -> None:
         ecommerce.write(VISA, {}, {"cavv": "A" * 100})
 
 
-def test_mask_cvv2_hides_only_the_cvv2() -> None:
-    assert ecommerce.mask_cvv2(ACQ, "C2003123EC00205") == "C2003***EC00205"
-    assert ecommerce.mask_cvv2(VISA, "1003123080205") == "1003***080205"
+def test_mask_secrets_hides_the_cvv2_and_the_cavv_only() -> None:
+    assert ecommerce.mask_secrets(ACQ, "C2003123EC00205AV004abcd") == "C2003***EC00205AV004****"
+    assert ecommerce.mask_secrets(VISA, "1003123080205") == "1003***080205"
 
 
-def test_mask_cvv2_hides_a_field_it_cannot_parse_whole() -> None:
-    assert ecommerce.mask_cvv2(ACQ, "C2009123") == "********"
+def test_mask_secrets_hides_a_field_it_cannot_parse_whole() -> None:
+    assert ecommerce.mask_secrets(ACQ, "C2009123") == "********"
 
 
 _tlv_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
@@ -110,5 +110,6 @@ def test_every_dialect_reads_back_what_it_wrote(values: dict[str, str]) -> None:
         assert ecommerce.read(spec, message) == {k: v for k, v in values.items() if v}
         assert spec.ecommerce is not None
         field = spec.ecommerce.field
-        masked = {field: ecommerce.mask_cvv2(spec, message.get(field, ""))}
-        assert set(ecommerce.read(spec, masked).get("cvv2", "")) <= {"*"}
+        masked = {field: ecommerce.mask_secrets(spec, message.get(field, ""))}
+        for role in ("cvv2", "cavv"):
+            assert set(ecommerce.read(spec, masked).get(role, "")) <= {"*"}

@@ -185,8 +185,9 @@ def test_a_diff_on_the_pan_never_shows_it_in_clear() -> None:
     assert "411111******1111" in text and "400000******0002" in text
 
 
-def test_display_hides_cvv2_inside_field_48_and_track_data() -> None:
+def test_display_hides_cvv2_and_cavv_inside_field_48_and_track_data() -> None:
     assert display_value("48", "C2003123EC00205", SPEC) == "C2003***EC00205"
+    assert display_value("48", "EC00205AV004abcd", SPEC) == "EC00205AV004****"
     assert display_value("48", "C2003123") == "********"  # dialect unknown: hidden whole
     assert display_value("35", "4111111111111111=3012") == "********"
     assert display_value("2", "4111111111111111") == "411111******1111"
