@@ -35,6 +35,7 @@ __all__ = [
     "RoutingError",
     "SecurityError",
     "SwitchError",
+    "reason_of",
 ]
 
 
@@ -129,3 +130,9 @@ class SecurityError(SwitchError):
 
 class JournalError(SwitchError):
     """The journal could not record a leg; nothing may go to an issuer unjournaled."""
+
+
+def reason_of(exc: BaseException) -> str:
+    """What went wrong, in words: trio's BrokenResourceError around a failed TLS
+    handshake has no text of its own, the SSLError it wraps (its cause) does."""
+    return str(exc) or str(exc.__cause__ or "") or type(exc).__name__

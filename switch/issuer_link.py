@@ -39,7 +39,14 @@ import trio
 import specs
 from switch import codec
 from switch.config import Endpoint, IssuerConfig
-from switch.errors import CodecError, FramingError, IssuerTimeout, LinkDown, SecurityError
+from switch.errors import (
+    CodecError,
+    FramingError,
+    IssuerTimeout,
+    LinkDown,
+    SecurityError,
+    reason_of,
+)
 from switch.framing import FrameDecoder, Framing, encode_frame
 from switch.guard import Guard
 from switch.keys import KeyStore
@@ -97,7 +104,7 @@ class _Conn:
             await self.outbox.send(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.alive = False
-            raise LinkDown(f"send to {self.endpoint} failed: {_reason(exc)}") from None
+            raise LinkDown(f"send to {self.endpoint} failed: {reason_of(exc)}") from None
         self.last_activity = trio.current_time()
 
 
@@ -314,7 +321,10 @@ class IssuerLink:
                 await stream.do_handshake()
             except trio.BrokenResourceError as exc:
                 await trio.aclose_forcefully(stream)
-                raise LinkDown(f"TLS handshake: {_reason(exc)}") from None
+                raise LinkDown(f"TLS handshake: {reason_of(exc)}") from None
+            except BaseException:  # cancelled or timed out mid-handshake: no socket left open
+                await trio.aclose_forcefully(stream)
+                raise
             return stream
 
     async def _lost(self, conn: _Conn, reason: str) -> None:
@@ -356,7 +366,7 @@ class IssuerLink:
             self.stats.last_error = f"framing: {exc}"
             log.error("link %s: closing, bad framing from issuer: %s", self.name, exc)
         except (LinkDown, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self.stats.last_error = _reason(exc)
+            self.stats.last_error = reason_of(exc)
             log.warning("link %s: connection lost: %s", self.name, self.stats.last_error)
         conn.alive = False
         self._notify()
@@ -498,11 +508,6 @@ class IssuerLink:
                 self._notify()
                 scope.cancel()
                 return
-
-
-def _reason(exc: BaseException) -> str:
-    """What went wrong: trio's BrokenResourceError says nothing, its cause (an SSLError) does."""
-    return str(exc) or str(exc.__cause__ or "") or type(exc).__name__
 
 
 def _down(text: str, *, sent: bool) -> LinkDown:

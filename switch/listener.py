@@ -26,7 +26,7 @@ import trio
 
 import specs
 from switch.config import ListenerConfig
-from switch.errors import CodecError, FramingError
+from switch.errors import CodecError, FramingError, reason_of
 from switch.framing import FrameDecoder, Framing, encode_frame
 from switch.guard import Guard
 from switch.keys import KeyStore
@@ -152,9 +152,7 @@ class Listener:
                         conn.reason = f"framing error: {exc}"
                         self.closed_for_errors += 1
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                        # A failed TLS handshake is a BrokenResourceError with no text
-                        # of its own; the SSLError it wraps says what went wrong.
-                        conn.reason = f"connection error: {str(exc) or exc.__cause__}"
+                        conn.reason = f"connection error: {reason_of(exc)}"  # a TLS refusal too
                     # Peer closed its sending side or idle: let in-flight requests
                     # finish and answer (half-close), then close.
                 guard.cancel_scope.cancel()
