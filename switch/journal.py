@@ -11,10 +11,15 @@ it and is idempotent)::
       id INTEGER PRIMARY KEY, txn_id, leg, time_us, link, mti, stan, rrn, f7,
       terminal, merchant, pan_masked, pan_token, pan_enc BLOB, amount,
       currency, processing_code, response_code, auth_code, latency_us,
-      original_txn, state, note
+      original_txn, state, note, replacement_amount
       index: txn_id (a leg is found through its transaction: every search
       the daemon and the operator tools run goes to ``transactions`` first,
       so further leg indexes would cost each insert and serve no query)
+      replacement_amount: on the acquirer_in and issuer_out legs of a
+      partial reversal only, the minor units the acquirer says were spent
+      (F95's first 12 digits), so crash recovery re-sends the reversal as
+      partial; NULL on every other leg. ``Journal.open`` adds the column to
+      a file made before it (its old rows read back with NULL).
 
     transactions  one row per switch transaction, with its current state
       txn_id PRIMARY KEY, created_us, updated_us, listener, link, mti, stan,
@@ -168,7 +173,7 @@ class Leg:
 
     Treat a leg as immutable once built: it is checked when queued and
     written later. Not ``frozen`` only for speed -- a frozen dataclass's
-    ``__init__`` sets each of these 23 fields through ``object.__setattr__``
+    ``__init__`` sets each of these 24 fields through ``object.__setattr__``
     (about 4x the cost; four to six legs are built per transaction).
     """
 
@@ -194,11 +199,19 @@ class Leg:
     original_txn: str | None = None
     state: str | None = None
     note: str | None = None
+    # Last, as ``add_column`` puts it in a file made before it: one column order.
+    replacement_amount: int | None = None
 
 
 _LEG_COLUMNS = tuple(f.name for f in fields(Leg))
 _LEG_TYPES: dict[str, Any] = {
-    name: {"time_us": int, "amount": int, "latency_us": int, "pan_enc": bytes}.get(name, str)
+    name: {
+        "time_us": int,
+        "amount": int,
+        "latency_us": int,
+        "pan_enc": bytes,
+        "replacement_amount": int,
+    }.get(name, str)
     for name in _LEG_COLUMNS
 }
 _TXN_COLUMNS: dict[str, Any] = {
@@ -575,7 +588,8 @@ class Journal:
         One row per transaction, oldest first, with its latest issuer_out leg's
         issuer-side values (link, mti, stan, f7, rrn, amount, currency,
         processing_code, terminal, merchant, pan_enc, pan_masked, pan_token)
-        and the transaction's ``original_txn``: enough to build a reversal.
+        and ``replacement_amount``, and the transaction's ``original_txn``:
+        enough to build a reversal.
         (stan, f7, rrn are the issuer-side values; descriptive fields missing
         on the leg come from the transaction row.)
         """
@@ -587,7 +601,7 @@ class Journal:
                    coalesce(o.processing_code, t.processing_code) as processing_code,
                    coalesce(o.terminal, t.terminal) as terminal,
                    coalesce(o.merchant, t.merchant) as merchant,
-                   o.pan_enc,
+                   o.pan_enc, o.replacement_amount,
                    coalesce(o.pan_masked, t.pan_masked) as pan_masked,
                    coalesce(o.pan_token, t.pan_token) as pan_token,
                    t.original_txn, t.state
@@ -650,6 +664,11 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     legs = db.table("legs")
     if not legs.exists():
         legs.create({"id": int, **_LEG_TYPES}, pk="id")
+    else:  # a file made before a column was added: add it (NULL in the old rows)
+        have = set(legs.columns_dict)
+        for name, kind in _LEG_TYPES.items():
+            if name not in have:
+                legs.add_column(name, kind)
     for idx in _LEG_INDEXES:
         legs.create_index(idx, if_not_exists=True)
     state = db.table("journal_state")

@@ -727,15 +727,29 @@ class Processor:
             return self._reject(txn, "30", mask_text(f"format error: {exc}")[:200])
         issuer_msg["t"] = request["t"]  # 0400/0401/0420/0421 as the acquirer sent it
         partial = bool(request.get(F_REPLACEMENT_AMOUNTS, "").strip("0"))
+        spent = request.get(F_REPLACEMENT_AMOUNTS, "")[:12] if partial else None
+        # On the write-ahead legs, so crash recovery re-sends it as partial too.
+        replacement = int(spent) if spent and spent.isdigit() else None
         reversed_state = "partially_reversed" if partial else "reversed"
         pan = request.get(F_PAN, "")
         txn.pan_enc = self.vault.encrypt_pan(pan) if pan else None
         txn.issuer_request = issuer_msg
         try:
             await self.writer.commit(
-                self._leg(txn, "acquirer_in", request, original_txn=original.txn_id),
                 self._leg(
-                    txn, "issuer_out", issuer_msg, pan_enc=txn.pan_enc, original_txn=original.txn_id
+                    txn,
+                    "acquirer_in",
+                    request,
+                    original_txn=original.txn_id,
+                    replacement_amount=replacement,
+                ),
+                self._leg(
+                    txn,
+                    "issuer_out",
+                    issuer_msg,
+                    pan_enc=txn.pan_enc,
+                    original_txn=original.txn_id,
+                    replacement_amount=replacement,
                 ),
             )
         except JournalError as exc:
@@ -753,7 +767,7 @@ class Processor:
                 link.name,
                 issuer_orig,
                 txn.pan_enc,
-                replacement_amount=request.get(F_REPLACEMENT_AMOUNTS, "")[:12] if partial else None,
+                replacement_amount=spent,
                 reason="partial" if partial else "acquirer",
             )
             out = local_answer(request, APPROVED, rrn=txn.rrn or None)
@@ -798,10 +812,12 @@ class Processor:
                 continue
             target, issuer_request = row["txn_id"], reversals.issuer_request_of(row)
             # An acquirer's reversal cut off by the crash is still the acquirer's: its
-            # original ends "reversed", as when the issuer does not answer it in time.
+            # original ends "reversed", as when the issuer does not answer it in time,
+            # and a partial one stays partial (its legs keep the amount spent, F95).
             reason, state = "auto", "timed_out"
+            spent = row.get("replacement_amount")
             if is_reversal(mti):
-                reason, state = "acquirer", "reversal_pending"
+                reason, state = ("acquirer" if spent is None else "partial"), "reversal_pending"
                 original = lookup(row.get("original_txn") or "")
                 if not original or not original.get("issuer_stan"):
                     continue
@@ -810,7 +826,14 @@ class Processor:
                     t=original.get("mti") or "0100",
                     **{"11": original["issuer_stan"], "7": original.get("issuer_f7") or ""},
                 )
-            self.queue_reversal(target, link, issuer_request, row.get("pan_enc"), reason=reason)
+            self.queue_reversal(
+                target,
+                link,
+                issuer_request,
+                row.get("pan_enc"),
+                replacement_amount=None if spent is None else str(spent),
+                reason=reason,
+            )
             self.writer.record(
                 Leg(
                     txn_id=row["txn_id"],

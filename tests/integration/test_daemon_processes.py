@@ -117,6 +117,34 @@ async def _until_journal_has(journal: Path, sql: str, rows: int = 1) -> None:
         await trio.sleep(0.02)
 
 
+def _kill_while_a_reversal_is_at_the_issuer(
+    switch: Process, port: int, journal: Path, extra: dict[str, str] | None = None
+) -> None:
+    """A 42.00 sale on 5555555555554444, approved; then its reversal (F90, plus
+    ``extra``) sent and the switch killed once that reached the issuer."""
+    card = "5555555555554444"
+
+    async def crash() -> None:
+        with trio.fail_after(30):
+            client = await AcquirerClient.connect("127.0.0.1", port)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(client.run)
+                sale = build_request(pan=card, amount=4200)
+                answer = await client.request(sale)
+                assert answer is not None and answer["39"] == "00"
+                f90 = "0100" + sale["11"] + sale["7"] + "0" * 22
+                fields = {"90": f90, **(extra or {})}
+                await client.submit(build_request(mti="0400", pan=card, amount=4200, extra=fields))
+                await _until_journal_has(  # the reversal has left for the issuer
+                    journal, "select count(*) from legs where leg='issuer_out' and mti='0400'"
+                )
+                switch.kill()
+                await client.aclose()
+                nursery.cancel_scope.cancel()
+
+    trio.run(crash)
+
+
 def test_sigterm_finishes_in_flight_and_exits_0(tmp_path: Path) -> None:
     # The issuer takes 0.8 s: SIGTERM arrives while the request is in flight.
     slow = {"visa": [{"kind": "latency", "pan": "4111111111111111", "seconds": 0.8}]}
@@ -261,28 +289,7 @@ def test_kill_9_during_an_acquirer_reversal_reverses_the_original_as_the_acquire
     config, port = _write_config(tmp_path, timeout=5.0, faults=slow)
     journal = tmp_path / "var" / "journal.db"
     with _running(tmp_path, config, port) as switch:
-
-        async def crash() -> None:
-            with trio.fail_after(30):
-                client = await AcquirerClient.connect("127.0.0.1", port)
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(client.run)
-                    sale = build_request(pan="5555555555554444", amount=4200)
-                    answer = await client.request(sale)
-                    assert answer is not None and answer["39"] == "00"
-                    f90 = "0100" + sale["11"] + sale["7"] + "0" * 22
-                    reversal = build_request(
-                        mti="0400", pan="5555555555554444", amount=4200, extra={"90": f90}
-                    )
-                    await client.submit(reversal)
-                    await _until_journal_has(  # the reversal has left for the issuer
-                        journal, "select count(*) from legs where leg='issuer_out' and mti='0400'"
-                    )
-                    switch.kill()
-                    await client.aclose()
-                    nursery.cancel_scope.cancel()
-
-        trio.run(crash)
+        _kill_while_a_reversal_is_at_the_issuer(switch, port, journal)
         with _switch_again(tmp_path, config, port) as restarted:
 
             async def settled() -> dict[str, str]:
@@ -300,4 +307,43 @@ def test_kill_9_during_an_acquirer_reversal_reverses_the_original_as_the_acquire
             found = trio.run(settled)
             # Reversed by the acquirer, not a timeout of the sale, which was answered 00.
             assert found == {"0100": "reversed", "0400": "reversal_pending", "reason": "acquirer"}
+            assert restarted.stop() == 0
+
+
+def test_kill_9_during_a_partial_reversal_recovers_it_as_partial(tmp_path: Path) -> None:
+    # As above, but the acquirer spent 30.00 of the 42.00: the reversal recovery
+    # queues must carry that F95, or the issuer would release all 42.00.
+    slow = {"mastercard": [{"kind": "latency", "amount": "4200", "seconds": 2.0}]}
+    config, port = _write_config(tmp_path, timeout=5.0, faults=slow)
+    journal = tmp_path / "var" / "journal.db"
+    ledger = tmp_path / "var" / "sim-mastercard.db"
+
+    def balance() -> int:
+        with sqlite3.connect(ledger) as db:
+            row = db.execute(
+                "select balance from cards where pan_masked = '555555******4444'"
+            ).fetchone()
+        return int(row[0])
+
+    with _running(tmp_path, config, port) as switch:
+        before = balance()
+
+        f95 = "000000003000" + "0" * 30  # 30.00 spent of the 42.00
+        _kill_while_a_reversal_is_at_the_issuer(switch, port, journal, {"95": f95})
+        with _switch_again(tmp_path, config, port) as restarted:
+
+            async def delivered() -> None:
+                with trio.fail_after(30):
+                    done = "select count(*) from saf where status='done'"
+                    await _until_journal_has(journal, done)
+
+            trio.run(delivered)
+            with sqlite3.connect(journal) as db:
+                message, reason = db.execute("select message, reason from saf").fetchone()
+                states = dict(db.execute("select mti, state from transactions").fetchall())
+            sent = json.loads(message)
+            assert sent["95"][:12] == "000000003000" and len(sent["95"]) == 42
+            assert reason == "partial"
+            assert states == {"0100": "partially_reversed", "0400": "reversal_pending"}
+            assert balance() == before - 3000  # 12.00 released, never 42.00
             assert restarted.stop() == 0

@@ -134,6 +134,30 @@ def test_leg_columns_match_the_dataclass(journal: Journal) -> None:
     assert columns == ["id", *Leg.__dataclass_fields__]
 
 
+def test_a_journal_made_before_replacement_amount_gains_it_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.db"
+    old = Journal.open(path)
+    approved_txn(old, "t1")
+    old.close()
+    with sqlite3.connect(path) as conn:  # the legs table as it was before the column
+        conn.execute("alter table legs drop column replacement_amount")
+    for _ in range(2):  # adding the column is idempotent
+        again = Journal.open(path)
+        columns = [r[1] for r in again.db.conn.execute("pragma table_info(legs)")]
+        assert columns == ["id", *Leg.__dataclass_fields__]
+        assert again.count_legs() == 4
+        assert [leg["replacement_amount"] for leg in again.legs_of("t1")] == [None] * 4
+        txn = again.transaction("t1")
+        assert txn is not None and txn["state"] == "approved"
+        again.close()
+    again = Journal.open(path)
+    again.write_batch([acquirer_in("t2", 1000, replacement_amount=300)])
+    assert [leg["replacement_amount"] for leg in again.legs_of("t2")] == [300]
+    again.close()
+
+
 # -- how legs move a transaction -------------------------------------------------
 
 
@@ -442,6 +466,19 @@ def test_an_interrupted_reversal_is_in_doubt_with_its_original(journal: Journal)
         "900004",
         "orig",
     )
+    assert row["replacement_amount"] is None  # a full reversal
+
+
+def test_an_interrupted_partial_reversal_is_in_doubt_with_the_amount_spent(
+    journal: Journal,
+) -> None:
+    approved_txn(journal, "orig")
+    partial = {"mti": "0400", "original_txn": "orig", "replacement_amount": 300}
+    journal.write_batch(
+        [acquirer_in("rev", 1000, **partial), issuer_out("rev", 1010, stan="900004", **partial)]
+    )
+    [row] = journal.in_doubt()
+    assert (row["txn_id"], row["replacement_amount"]) == ("rev", 300)
 
 
 def test_stats_counts_and_latency_percentiles(journal: Journal) -> None:
