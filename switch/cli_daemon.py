@@ -15,6 +15,7 @@ import trio
 
 from switch.admin import AdminError, call
 from switch.cli_common import UsageError, config_option, echo_json, json_option, load
+from switch.errors import ConfigError, SwitchError
 
 __all__ = ["COMMANDS"]
 
@@ -34,7 +35,6 @@ def run(config_path: Path, log_level: str | None) -> None:
     Example:
         switch run --config switch.toml
     """
-    from switch.errors import SwitchError
     from switch.server import run as run_server
     from switch.server import setup_logging
 
@@ -53,13 +53,13 @@ def run(config_path: Path, log_level: str | None) -> None:
         problem = _user_problem(exc)
         if problem is None:
             raise
+        if isinstance(problem, ConfigError):  # a key whose file will not load: exit 2
+            raise UsageError(f"cannot run the switch: {problem}") from None
         raise click.ClickException(f"cannot run the switch: {problem}") from None
 
 
-def _user_problem(exc: BaseException) -> str | None:
+def _user_problem(exc: BaseException) -> OSError | SwitchError | None:
     """The operator-facing cause (port in use, bad key store...) inside trio's exception groups."""
-    from switch.errors import SwitchError
-
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
             found = _user_problem(inner)
@@ -67,7 +67,7 @@ def _user_problem(exc: BaseException) -> str | None:
                 return found
         return None
     if isinstance(exc, OSError | SwitchError):
-        return str(exc)
+        return exc
     return None
 
 

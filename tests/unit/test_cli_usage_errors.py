@@ -108,6 +108,25 @@ def test_run_with_a_log_file_it_cannot_open_names_the_key(tmp_path: Path) -> Non
     )
 
 
+def test_run_with_a_tls_file_that_will_not_load_names_the_key_and_exits_2(tmp_path: Path) -> None:
+    import logging
+
+    config = tmp_path / "switch.toml"
+    config.write_text(
+        '[switch]\njournal = "var/journal.db"\n\n[[listeners]]\nport = 0\n'
+        'tls_cert = "missing.pem"\ntls_key = "missing.key"\n'
+    )
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level  # `run` installs its own logging
+    try:
+        result = _run("run", "--config", str(config))
+    finally:
+        root.handlers[:], root.level = saved
+    assert result.exit_code == 2, result.output  # a config key's file, as the simulators say
+    assert "listener listener0: cannot load tls_cert" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_the_log_files_folder_is_made_as_the_journals_is(tmp_path: Path) -> None:
     import logging
 
