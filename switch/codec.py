@@ -514,6 +514,15 @@ def validate(message: Mapping[str, str], spec: Spec) -> None:
     amount = message.get("4")
     if amount is not None and len(amount) != 12:
         raise CodecError("field 4 (amount) must be 12 digits", field="4", partial=_partial(message))
+    # F95 (an 42) opens with the amount actually spent (n 12): a partial reversal's
+    # amount, which the issuer is sent and crash recovery rebuilds from the journal.
+    replacement = message.get("95")
+    if replacement is not None and not (len(replacement) >= 12 and _digits(replacement[:12])):
+        raise CodecError(
+            "field 95 (replacement amounts) must open with the 12-digit amount spent",
+            field="95",
+            partial=_partial(message),
+        )
 
 
 def masked(message: Mapping[str, str], spec: Spec) -> dict[str, str]:

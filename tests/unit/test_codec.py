@@ -199,11 +199,12 @@ _REVERSAL = REQUEST | {"t": "0400", "37": "000000123456"}
         REQUEST,
         REQUEST | {"t": "0200"},
         _REVERSAL,
+        _REVERSAL | {"95": "000000003000" + "0" * 30},  # a partial reversal
         REQUEST | {"t": "0420", "90": "0" * 42},
         {"t": "0800", "11": "000001", "70": "301"},
         {"t": "0110", "11": "000001", "39": "00"},
     ],
-    ids=["0100", "0200", "0400+37", "0420+90", "0800", "0110"],
+    ids=["0100", "0200", "0400+37", "0400+95", "0420+90", "0800", "0110"],
 )
 def test_valid_messages_pass(message: dict[str, str]) -> None:
     validate(message, specs.load("iso87ascii"))
@@ -227,6 +228,9 @@ def test_valid_messages_pass(message: dict[str, str]) -> None:
         (REQUEST | {"11": "00000\u0661"}, "11"),  # an Arabic-Indic digit
         (REQUEST | {"4": "1000"}, "4"),
         (REQUEST | {"4": "00000000001000"}, "4"),
+        # The amount spent of a partial reversal, which the journal keeps for recovery.
+        (_REVERSAL | {"95": "00000000300A" + "0" * 30}, "95"),
+        (_REVERSAL | {"95": "ABC"}, "95"),
     ],
 )
 def test_validation_names_the_field_it_refuses(message: dict[str, str], field: str) -> None:
