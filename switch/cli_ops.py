@@ -4,14 +4,18 @@ Each command parses, loads the config and calls the library (switch.demo,
 switch.client, switch.replay, switch.journal, switch.report); what is here is
 presentation. Exit codes: 0 success; 1 the command ran and found a problem
 (a demo answer the card book did not predict, a replay mismatch, no answer to
-``send``); 2 bad usage or config. No output ever shows a clear PAN.
+``send``, a TLS handshake that failed); 2 bad usage or config (also a TLS file
+that will not load, or no --tls-ca for a listener that speaks TLS). No output
+ever shows a clear PAN.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import ssl
 import sys
+import types
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -33,7 +37,7 @@ from switch.cli_common import (
 from switch.cli_journal import journal, report, table
 from switch.config import Config, ListenerConfig
 from switch.demo import answer_timeout
-from switch.errors import CodecError
+from switch.errors import CodecError, ConfigError, reason_of
 from switch.messages import response_code_meaning
 from switch.replay import display_value
 
@@ -54,6 +58,85 @@ def _target_options(func: Any) -> Any:
         default=None,
         help="Which [[listeners]] entry to send to (default: the first).",
     )(func)
+
+
+def _tls_options(func: Any) -> Any:
+    path = click.Path(dir_okay=False, path_type=Path)  # a missing file: named by _client_tls
+    func = click.option(
+        "--tls-key", type=path, default=None, help="Private key of --tls-cert (PEM)."
+    )(func)
+    func = click.option(
+        "--tls-cert",
+        type=path,
+        default=None,
+        help="Client certificate (PEM) for a listener with tls_client_ca; needs --tls-key.",
+    )(func)
+    return click.option(
+        "--tls-ca",
+        type=path,
+        default=None,
+        help="Speak TLS, verifying the switch's certificate against this CA (PEM).",
+    )(func)
+
+
+def _client_tls(
+    command: str,
+    listener: ListenerConfig,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+) -> ssl.SSLContext | None:
+    """The client's TLS context from --tls-ca/--tls-cert/--tls-key, or exit 2 saying why."""
+    from switch import tls
+
+    if (cert is None) != (key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if ca is None:
+        if cert is not None:
+            raise UsageError(
+                "--tls-cert needs --tls-ca (the CA that issued the switch's certificate)"
+            )
+        if listener.tls_cert is not None:
+            mutual = listener.tls_client_ca is not None
+            also = ", and --tls-cert/--tls-key: it requires a client certificate" if mutual else ""
+            raise UsageError(
+                f"listener {listener.name} uses TLS: give --tls-ca FILE, the CA that issued"
+                f" its certificate{also}"
+            )
+        return None
+    files = types.SimpleNamespace(**{"--tls-ca": ca, "--tls-cert": cert, "--tls-key": key})
+    try:
+        # Loaded one option at a time so that the error names the file that failed.
+        with tls.naming_files(command, files, "--tls-ca"):
+            context = tls.client_context(ca)
+        if cert is not None:
+            with tls.naming_files(command, files, "--tls-cert", "--tls-key"):
+                context.load_cert_chain(cert, key)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return context
+
+
+def _tls_failed(target: tuple[str, int], exc: trio.BrokenResourceError) -> click.ClickException:
+    """A TLS handshake that failed (exit 1), with the reason ssl gave."""
+    return click.ClickException(
+        f"TLS handshake with the switch at {target[0]}:{target[1]} failed: {reason_of(exc)}"
+    )
+
+
+def _missing_client_cert(listener: ListenerConfig, cert: Path | None) -> str:
+    """Why a listener may have closed a TLS connection at once, if the config tells.
+
+    Under TLS 1.3 a listener refuses a client without a certificate after the
+    handshake, and closes without an alert that would say so: the client sees
+    only an unexpected EOF.
+    """
+    if listener.tls_client_ca is None or cert is not None:
+        return ""
+    return (
+        f"listener {listener.name} requires a client certificate (tls_client_ca):"
+        " give --tls-cert and --tls-key"
+    )
 
 
 def _listener(config: Config, name: str | None) -> ListenerConfig:
@@ -166,6 +249,7 @@ def demo(config_path: Path, keep_running: bool) -> None:
 @click.option("--expect", "expect_rc", default=None, help="Exit 1 unless F39 is this code.")
 @click.argument("fields", nargs=-1, metavar="[FIELD=VALUE]...")
 @_target_options
+@_tls_options
 @config_option
 @json_option
 def send(
@@ -188,6 +272,9 @@ def send(
     listener_name: str | None,
     host: str | None,
     port: int | None,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     config_path: Path,
     as_json: bool,
 ) -> None:
@@ -195,16 +282,20 @@ def send(
 
     STAN (F11), F7, F12/F13 and F41 get defaults; extra fields go as
     FIELD=VALUE. Exit 1 if no answer came (or, with --expect, another code).
+    A listener with TLS needs --tls-ca (and, with tls_client_ca, --tls-cert
+    and --tls-key).
 
     \b
     Example:
         switch send --pan 4111111111111111 --amount 10.00 --currency 933
         switch send --pan 4000000000000127 --amount 5.00 --cvv2 123 --ecommerce 37=123456789012
+        switch send --pan 4111111111111111 --amount 1.00 --tls-ca pki/ca.pem
     """
     from switch.client import AcquirerClient, build_request
 
     config = load(config_path)
     listener = _listener(config, listener_name)
+    ssl_context = _client_tls("send", listener, tls_ca, tls_cert, tls_key)
     extra: dict[str, str] = {}
     for item in fields:
         key, sep, value = item.partition("=")
@@ -235,22 +326,43 @@ def send(
     wait = timeout or answer_timeout(config)
     target = (host or listener.host, port or listener.port)
 
-    async def exchange() -> tuple[dict[str, str] | None, float | None]:
-        client = await AcquirerClient.connect(*target, spec=listener.spec, framing=listener.framing)
+    async def exchange() -> tuple[dict[str, str] | None, float | None, str | None]:
+        """The answer and its latency, or why the switch closed the connection first."""
+        client = await AcquirerClient.connect(
+            *target, spec=listener.spec, framing=listener.framing, ssl_context=ssl_context
+        )
+        answer: dict[str, str] | None = None
         async with trio.open_nursery() as nursery:
             await nursery.start(client.run)
-            ex = await client.submit(request)
-            with trio.move_on_after(wait):
-                await ex.done.wait()
+            try:
+                ex = await client.submit(request)
+                with trio.move_on_after(wait):
+                    await ex.done.wait()
+                answer = ex.answer
+            except trio.BrokenResourceError as exc:  # e.g. a TLS 1.3 refusal, already read
+                client.close_reason = client.close_reason or reason_of(exc)
+            closed = client.closed.is_set()  # by the switch, before our own aclose
             await client.aclose()
-        return ex.answer, (ex.latency * 1000 if ex.answer is not None and ex.latency else None)
+        if answer is not None:
+            return answer, (ex.latency or 0.0) * 1000, None
+        if closed or client.close_reason is not None:
+            return None, None, client.close_reason or ""
+        return None, None, None
 
     try:
-        answer, latency_ms = trio.run(exchange)
+        answer, latency_ms, broken = trio.run(exchange)
     except OSError as exc:
         raise click.ClickException(
             f"cannot reach the switch at {target[0]}:{target[1]}: {exc}"
         ) from None
+    except trio.BrokenResourceError as exc:
+        raise _tls_failed(target, exc) from None
+    if broken is not None:  # closed on us: say why at once rather than "no answer"
+        why = "; ".join(filter(None, [broken, _missing_client_cert(listener, tls_cert)]))
+        raise click.ClickException(
+            f"the switch at {target[0]}:{target[1]} closed the connection without an answer"
+            + (f": {why}" if why else "")
+        )
     keys = sorted(
         set(request) | set(answer or {}),
         key=lambda k: -1 if k == "t" else int(k) if k.isdigit() else 999,
@@ -335,6 +447,7 @@ def send(
     help="Seconds to wait for each answer (default: longest issuer timeout + 5).",
 )
 @_target_options
+@_tls_options
 @config_option
 @json_option
 def replay(
@@ -346,6 +459,9 @@ def replay(
     listener_name: str | None,
     host: str | None,
     port: int | None,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     config_path: Path,
     as_json: bool,
 ) -> None:
@@ -360,6 +476,7 @@ def replay(
     Example:
         switch replay tests/traces/demo.jsonl
         switch replay big.jsonl --concurrency 20 --timing fast --record golden.jsonl
+        switch replay tests/traces/demo.jsonl --tls-ca pki/ca.pem
     """
     from switch.replay import (
         LineResult,
@@ -372,6 +489,7 @@ def replay(
 
     config = load(config_path)
     listener = _listener(config, listener_name)
+    ssl_context = _client_tls("replay", listener, tls_ca, tls_cert, tls_key)
     try:
         lines = read_trace(trace)
     except TraceError as exc:
@@ -398,6 +516,7 @@ def replay(
                 timing=timing,
                 timeout=wait,
                 on_done=on_done,
+                ssl_context=ssl_context,
             )
         )
 
@@ -411,6 +530,8 @@ def replay(
         raise click.ClickException(
             f"cannot reach the switch at {target[0]}:{target[1]}: {exc}"
         ) from None
+    except trio.BrokenResourceError as exc:
+        raise _tls_failed(target, exc) from None
     by_number = {line.number: line for line in lines}
     failed = [r for r in results if not r.passed]
     if record_path is not None:
@@ -465,6 +586,8 @@ def replay(
             + (f"; golden trace written to {record_path}" if record_path else "")
         )
     if failed:
+        if hint := _missing_client_cert(listener, tls_cert):
+            click.echo(hint, err=True)
         sys.exit(1)
 
 

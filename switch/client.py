@@ -3,7 +3,11 @@
 ``AcquirerClient`` keeps one connection to the switch, sends requests in the
 acquirer dialect and matches answers back by (F41, F11) — many in flight at
 once, answers in any order. Used by ``switch send``, ``switch replay``,
-``switch demo``, the tests and the benchmark.
+``switch demo``, the tests and the benchmark. Over TLS (``ssl_context``),
+:meth:`AcquirerClient.connect` completes the handshake before returning, so a
+certificate the switch or the client refuses fails there and not as a silent
+timeout; a refusal that TLS 1.3 delivers only on the first read is kept in
+``close_reason``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import secrets
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -18,6 +23,7 @@ import trio
 
 import specs
 from switch import codec
+from switch.errors import reason_of
 from switch.framing import FrameDecoder, Framing, encode_frame
 from switch.translate import transmission_time
 
@@ -98,12 +104,30 @@ class AcquirerClient:
         self._send_lock = trio.Lock()
         self.unmatched: list[dict[str, str]] = []
         self.closed = trio.Event()
+        self.close_reason: str | None = None  # why the read side broke, if it did
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, *, spec: str = "iso87ascii", framing: str = "2b"
+        cls,
+        host: str,
+        port: int,
+        *,
+        spec: str = "iso87ascii",
+        framing: str = "2b",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> AcquirerClient:
-        stream = await trio.open_tcp_stream(host, port)
+        """Connect (with TLS when ``ssl_context`` is given); OSError if nothing listens,
+        trio.BrokenResourceError if the TLS handshake fails (``reason_of`` says why)."""
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        if ssl_context is not None:
+            stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
+            try:
+                # trio handshakes lazily; without this a refused certificate would
+                # show up only as a connection that never answers.
+                await stream.do_handshake()
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
         return cls(stream, specs.load(spec), Framing(kind=framing))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -124,7 +148,9 @@ class AcquirerClient:
                     ex.answer = answer
                     ex.latency = trio.current_time() - (ex.latency or 0.0)
                     ex.done.set()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except trio.BrokenResourceError as exc:
+            self.close_reason = reason_of(exc)  # e.g. a TLS 1.3 alert: certificate required
+        except trio.ClosedResourceError:
             pass
         finally:
             self.closed.set()

@@ -30,6 +30,7 @@ import datetime as dt
 import json
 import math
 import re
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from switch import codec
 from switch.cards import mask_pan, mask_text
 from switch.client import AcquirerClient, next_stan
 from switch.ecommerce import mask_secrets
-from switch.errors import CodecError
+from switch.errors import CodecError, reason_of
 from switch.messages import response_code_meaning
 from switch.translate import transmission_time
 
@@ -399,13 +400,19 @@ async def run_trace(
     timing: str = "original",
     timeout: float = 10.0,
     on_done: Callable[[LineResult], None] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> list[LineResult]:
-    """Send every line in order, at most ``concurrency`` in flight; collect results."""
+    """Send every line in order, at most ``concurrency`` in flight; collect results.
+
+    With ``ssl_context``, over TLS: a handshake that fails raises
+    trio.BrokenResourceError before any line is sent."""
     offsets = schedule(lines, timing)
     results: list[LineResult | None] = [None] * len(lines)
     sent: dict[int, dict[str, str]] = {}
     limiter = trio.CapacityLimiter(max(1, concurrency))
-    client = await AcquirerClient.connect(host, port, spec=spec.name, framing=framing)
+    client = await AcquirerClient.connect(
+        host, port, spec=spec.name, framing=framing, ssl_context=ssl_context
+    )
 
     async def one(index: int, line: TraceLine, request: dict[str, str], token: object) -> None:
         result = LineResult(number=line.number, request=request)
@@ -415,17 +422,18 @@ async def run_trace(
             with trio.move_on_after(timeout):
                 await exchange.done.wait()
             if exchange.answer is None:
-                result.error = (
-                    "connection closed before the answer"
-                    if client.closed.is_set()
-                    else f"no answer within {timeout:g}s"
-                )
+                if not client.closed.is_set():
+                    result.error = f"no answer within {timeout:g}s"
+                else:  # with why, when the read broke (a TLS alert, a reset)
+                    why = f": {client.close_reason}" if client.close_reason else ""
+                    result.error = f"connection closed before the answer{why}"
             else:
                 result.answer = exchange.answer
                 result.latency_ms = (trio.current_time() - started) * 1000
                 result.diffs = compare(line.expect, request, exchange.answer)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, CodecError) as exc:
-            result.error = f"cannot send: {exc}"
+            # A TLS stream broken by a read raises here without a cause: the read's is why.
+            result.error = f"cannot send: {client.close_reason or reason_of(exc)}"
         finally:
             limiter.release_on_behalf_of(token)
         results[index] = result
