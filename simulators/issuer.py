@@ -394,9 +394,12 @@ async def serve(
     try:
         context = None  # built before binding: a TLS file that does not load leaves no socket
         if config.tls_cert is not None and config.tls_key is not None:
-            with tls.naming_files(
-                f"simulator {config.name}", config, "tls_cert", "tls_key", "tls_client_ca"
-            ):
+            files = {
+                "tls_cert": config.tls_cert,
+                "tls_key": config.tls_key,
+                "tls_client_ca": config.tls_client_ca,
+            }
+            with tls.naming_files(f"simulator {config.name}", files):
                 context = tls.server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
         tcp = await trio.open_tcp_listeners(config.port, host=config.host)
         port = int(tcp[0].socket.getsockname()[1])

@@ -36,7 +36,7 @@ from switch.saf import STATUSES
 if TYPE_CHECKING:
     from switch.server import Server
 
-__all__ = ["AdminError", "call", "serve"]
+__all__ = ["MAX_ID", "AdminError", "call", "serve"]
 
 log = logging.getLogger("switch.admin")
 
@@ -55,15 +55,15 @@ class _BadRequest(Exception):
     """A request value the daemon refuses: answered as an error."""
 
 
-_SQLITE_MAX = (1 << 63) - 1  # a larger id or limit does not fit SQLite's INTEGER
+MAX_ID = (1 << 63) - 1  # a larger id or limit does not fit SQLite's INTEGER
 
 
 def _count(request: dict[str, Any], key: str, default: int | None) -> int | None:
     value = request.get(key, default)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _SQLITE_MAX:
-        raise _BadRequest(f"{key}: expected an integer 1-{_SQLITE_MAX}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        raise _BadRequest(f"{key}: expected an integer 1-{MAX_ID}, got {value!r}")
     return value
 
 

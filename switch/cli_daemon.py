@@ -13,7 +13,7 @@ from typing import Any
 import click
 import trio
 
-from switch.admin import AdminError, call
+from switch.admin import MAX_ID, AdminError, call
 from switch.cli_common import UsageError, config_option, echo_json, json_option, load
 from switch.errors import ConfigError, SwitchError
 
@@ -175,7 +175,7 @@ def saf_list(entry_status: str | None, config_path: Path, as_json: bool) -> None
 
 
 @saf.command("retry")
-@click.argument("entry_id", type=click.IntRange(1, (1 << 63) - 1), required=False)
+@click.argument("entry_id", type=click.IntRange(1, MAX_ID), required=False)
 @config_option
 def saf_retry(entry_id: int | None, config_path: Path) -> None:
     """Make SAF entries due now (one by id, or all pending).

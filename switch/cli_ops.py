@@ -15,7 +15,6 @@ import functools
 import json
 import ssl
 import sys
-import types
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -104,13 +103,12 @@ def _client_tls(
                 f" its certificate{also}"
             )
         return None
-    files = types.SimpleNamespace(**{"--tls-ca": ca, "--tls-cert": cert, "--tls-key": key})
     try:
         # Loaded one option at a time so that the error names the file that failed.
-        with tls.naming_files(command, files, "--tls-ca"):
+        with tls.naming_files(command, {"--tls-ca": ca}):
             context = tls.client_context(ca)
         if cert is not None:
-            with tls.naming_files(command, files, "--tls-cert", "--tls-key"):
+            with tls.naming_files(command, {"--tls-cert": cert, "--tls-key": key}):
                 context.load_cert_chain(cert, key)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None

@@ -118,16 +118,13 @@ class AcquirerClient:
     ) -> AcquirerClient:
         """Connect (with TLS when ``ssl_context`` is given); OSError if nothing listens,
         trio.BrokenResourceError if the TLS handshake fails (``reason_of`` says why)."""
-        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-        if ssl_context is not None:
-            stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
-            try:
-                # trio handshakes lazily; without this a refused certificate would
-                # show up only as a connection that never answers.
-                await stream.do_handshake()
-            except BaseException:
-                await trio.aclose_forcefully(stream)
-                raise
+        stream: trio.abc.Stream
+        if ssl_context is None:
+            stream = await trio.open_tcp_stream(host, port)
+        else:
+            from switch import tls  # cryptography is loaded only for TLS
+
+            stream = await tls.open_stream(host, port, ssl_context)
         return cls(stream, specs.load(spec), Framing(kind=framing))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -309,23 +309,12 @@ class IssuerLink:
         with trio.fail_after(max(self.config.timeout, 1.0)):
             if self.ssl_context is None:
                 return await trio.open_tcp_stream(endpoint.host, endpoint.port)
-            stream = await trio.open_ssl_over_tcp_stream(
-                endpoint.host,
-                endpoint.port,
-                ssl_context=self.ssl_context,
-                https_compatible=False,
-            )
-            # trio handshakes lazily, on the first send or read: without this an
-            # issuer whose certificate does not verify would count as connected.
-            try:
-                await stream.do_handshake()
+            from switch import tls  # cryptography is loaded only for TLS
+
+            try:  # handshaken here: an issuer that does not verify never counts as connected
+                return await tls.open_stream(endpoint.host, endpoint.port, self.ssl_context)
             except trio.BrokenResourceError as exc:
-                await trio.aclose_forcefully(stream)
                 raise LinkDown(f"TLS handshake: {reason_of(exc)}") from None
-            except BaseException:  # cancelled or timed out mid-handshake: no socket left open
-                await trio.aclose_forcefully(stream)
-                raise
-            return stream
 
     async def _lost(self, conn: _Conn, reason: str) -> None:
         conn.alive = False

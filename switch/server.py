@@ -205,9 +205,12 @@ def _server_tls(listener: Any) -> Any:
         return None
     from switch import tls
 
-    with tls.naming_files(
-        f"listener {listener.name}", listener, "tls_cert", "tls_key", "tls_client_ca"
-    ):
+    files = {
+        "tls_cert": listener.tls_cert,
+        "tls_key": listener.tls_key,
+        "tls_client_ca": listener.tls_client_ca,
+    }
+    with tls.naming_files(f"listener {listener.name}", files):
         return tls.server_context(listener.tls_cert, listener.tls_key, listener.tls_client_ca)
 
 
@@ -216,7 +219,8 @@ def _client_tls(issuer: Any) -> Any:
         return None
     from switch import tls
 
-    with tls.naming_files(f"issuer {issuer.name}", issuer, "tls_ca", "tls_cert", "tls_key"):
+    files = {"tls_ca": issuer.tls_ca, "tls_cert": issuer.tls_cert, "tls_key": issuer.tls_key}
+    with tls.naming_files(f"issuer {issuer.name}", files):
         return tls.client_context(issuer.tls_ca, issuer.tls_cert, issuer.tls_key)
 
 

@@ -4,10 +4,12 @@ Both contexts refuse anything below TLS 1.2 and use the stdlib's default
 (secure) cipher choice. A listener with ``tls_client_ca`` *requires* a client
 certificate issued by that CA; an issuer link verifies the issuer's
 certificate against ``tls_ca`` and its host name (or IP address) against the
-endpoint's host. The shells wrap streams with ``trio.SSLStream(stream,
-context, server_side=..., server_hostname=...)``; a peer that does not
-complete the handshake (a plaintext client, a bad certificate) breaks only
-its own stream.
+endpoint's host. The listener's streams come from ``trio.SSLListener``; a
+client (an issuer link, ``switch send``/``replay``) connects with
+:func:`open_stream`, which completes the handshake before it returns. A peer
+that does not complete the handshake (a plaintext client, a bad
+certificate) breaks only its own stream. :func:`naming_files` turns ssl's
+file errors, which name no file, into ConfigErrors that do.
 
 :func:`make_test_pki` writes a throw-away CA, a server certificate for
 ``localhost``/``127.0.0.1`` and a client certificate, with ``cryptography``
@@ -21,10 +23,11 @@ import datetime as dt
 import ipaddress
 import os
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,7 +35,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from switch.errors import ConfigError
 
-__all__ = ["client_context", "make_test_pki", "naming_files", "server_context"]
+__all__ = ["client_context", "make_test_pki", "naming_files", "open_stream", "server_context"]
 
 _MINIMUM = ssl.TLSVersion.TLSv1_2
 
@@ -60,20 +63,38 @@ def client_context(
 
 
 @contextlib.contextmanager
-def naming_files(who: str, section: Any, *keys: str) -> Iterator[None]:
-    """ssl's errors name no file ('[Errno 2] No such file or directory'): name the keys.
+def naming_files(who: str, files: Mapping[str, Path | None]) -> Iterator[None]:
+    """ssl's errors name no file ('[Errno 2] No such file or directory'): name them.
 
-    Around building a context from config ``section`` (a listener, issuer link or
-    simulator, ``who``): an error loading its files ``keys`` becomes a ConfigError
-    naming them and their paths.
+    Around building a context for ``who`` (a listener, issuer link, simulator or
+    command) from ``files`` (its config key or option -> path, None when not
+    set): an error loading them becomes a ConfigError naming each and its path.
     """
     try:
         yield
     except (OSError, ssl.SSLError) as exc:
-        files = " and ".join(
-            f"{key} {getattr(section, key)}" for key in keys if getattr(section, key) is not None
-        )
-        raise ConfigError(f"{who}: cannot load {files}: {exc.strerror or exc}") from None
+        named = " and ".join(f"{key} {path}" for key, path in files.items() if path is not None)
+        raise ConfigError(f"{who}: cannot load {named}: {exc.strerror or exc}") from None
+
+
+async def open_stream(host: str, port: int, context: ssl.SSLContext) -> trio.SSLStream[Any]:
+    """A TCP connection to ``host:port`` with its TLS handshake done.
+
+    trio handshakes lazily, on the first send or read: without this, a
+    certificate that does not verify would show only later, as a link that
+    looked up or a client that never heard an answer. A refused handshake
+    raises trio.BrokenResourceError (``errors.reason_of`` says why); on any
+    failure, a cancel included, no socket is left open.
+    """
+    stream = await trio.open_ssl_over_tcp_stream(
+        host, port, ssl_context=context, https_compatible=False
+    )
+    try:
+        await stream.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
 
 
 def _name(common_name: str) -> x509.Name:
